@@ -1,0 +1,18 @@
+"""Board layer. The only place that knows which hardware the firmware runs on.
+
+A board module provides:
+    NAME                    board family name
+    network_up(cfg)         bring the network up (blocks until usable)
+    rtc_set(unix_seconds)   set the real-time clock
+    unique_id()             hex string unique to this chip (MAC-derived)
+    reset_cause()           'power_on', 'hard', 'soft', 'watchdog', 'deepsleep', 'brownout', ...
+"""
+import sys
+
+
+def load():
+    if sys.platform == "esp32":
+        from hal import esp32 as board
+    else:
+        from hal import sim as board
+    return board

@@ -1,0 +1,60 @@
+"""Board layer for ESP32-family chips (ESP32, -S2, -S3, -C3, -C6) under MicroPython.
+
+Wi-Fi credentials come from config.json's "wifi" object ({"ssid": ..., "psk": ...});
+they are network credentials, not cloud credentials (the cloud sees only certificates).
+"""
+import time
+
+import machine
+import network
+import binascii
+
+from tk import clock
+from tk.log import Logger
+
+NAME = "esp32"
+_log = Logger("hal")
+
+_CAUSES = {
+    machine.PWRON_RESET: "power_on",
+    machine.HARD_RESET: "hard",
+    machine.WDT_RESET: "watchdog",
+    machine.DEEPSLEEP_RESET: "deepsleep",
+    machine.SOFT_RESET: "soft",
+}
+
+
+def network_up(cfg, timeout_ms=30000):
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if wlan.isconnected():
+        return True
+    wifi = cfg.wifi or {}
+    ssid = wifi.get("ssid")
+    if not ssid:
+        _log.error("no wifi.ssid in config.json")
+        return False
+    while True:
+        wlan.connect(ssid, wifi.get("psk", ""))
+        t0 = time.ticks_ms()
+        while not wlan.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+            time.sleep_ms(200)
+        if wlan.isconnected():
+            _log.info("wifi up: %s", wlan.ifconfig()[0])
+            return True
+        _log.warn("wifi %s: no connection after %d ms, retrying", ssid, timeout_ms)
+        wlan.disconnect()
+
+
+def rtc_set(unix_seconds):
+    t = clock.port_tuple(unix_seconds)
+    # RTC.datetime takes (year, month, day, weekday, hours, minutes, seconds, subseconds).
+    machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+
+
+def unique_id():
+    return binascii.hexlify(machine.unique_id()).decode()
+
+
+def reset_cause():
+    return _CAUSES.get(machine.reset_cause(), "other")

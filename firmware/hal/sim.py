@@ -1,0 +1,37 @@
+"""Board layer of the virtual kit (MicroPython unix port).
+
+The host's kit runner gives the simulated hardware through the environment:
+    TK_SIM_RTC    file that libfaketime reads as this process's clock ("@YYYY-MM-DD hh:mm:ss")
+    TK_SIM_UID    the chip's unique id (hex)
+    TK_SIM_RESET  why the kit started (power_on, soft, ...)
+Writing the RTC file moves the clock of this process, and of Mbed TLS inside it, as
+setting the RTC does on an ESP32.
+"""
+import os
+import time
+
+NAME = "sim"
+
+
+def network_up(cfg):
+    # The kit's "network" is the host's loopback: always up.
+    return True
+
+
+def rtc_set(unix_seconds):
+    path = os.getenv("TK_SIM_RTC")
+    if not path:
+        raise OSError("TK_SIM_RTC not set: the virtual kit has no RTC")
+    t = time.gmtime(int(unix_seconds))  # the unix port's epoch is 1970
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("@%04d-%02d-%02d %02d:%02d:%02d\n" % t[:6])
+    os.rename(tmp, path)
+
+
+def unique_id():
+    return os.getenv("TK_SIM_UID") or "000000000000"
+
+
+def reset_cause():
+    return os.getenv("TK_SIM_RESET") or "power_on"

@@ -1,0 +1,1 @@
+# thingkit device package. See tk/main.py for the entry point.

@@ -1,0 +1,64 @@
+"""App #1, connectivity (AWS IoT hardware-kit checklist).
+
+1. Publish to a known topic that the device is online: ``<prefix>/<thing>/status``,
+   retained, QoS 1; the Last Will on the same topic says offline.
+2. Update the thing shadow to online: done by tk.device on every connect
+   (reported.connected = true).
+3. Subscribe to a topic and show that the subscription works: every message on
+   ``<prefix>/<thing>/ping`` gets an answer on ``<prefix>/<thing>/pong`` that echoes its
+   ``id`` and carries the device's timestamps.
+"""
+import json
+
+from tk import clock
+from tk.log import Logger
+
+_log = Logger("app1")
+
+
+def status_message(thing, state, fw, extra=None):
+    d = {"thing": thing, "state": state, "fw": fw, "ts": clock.unix_ms()}
+    if extra:
+        d.update(extra)
+    return json.dumps(d).encode()
+
+
+def last_will(thing, fw):
+    # No timestamp can be known in advance; the broker publishes this when the link dies.
+    return json.dumps({"thing": thing, "state": "offline", "fw": fw, "reason": "connection_lost"})
+
+
+class App1:
+    def __init__(self, client, thing, topics, fw):
+        self.client = client
+        self.thing = thing
+        self.topics = topics
+        self.fw = fw
+        self.pings = 0
+
+    def start(self, boot_info):
+        c = self.client
+        c.on(self.topics.ping, self._on_ping)
+        c.subscribe(self.topics.ping, 1)
+        c.publish(self.topics.status, status_message(self.thing, "online", self.fw, boot_info),
+                  True, 1)
+        _log.info("online message published on %s", self.topics.status.decode())
+
+    def _on_ping(self, topic, msg):
+        rx = clock.unix_ms()
+        try:
+            req = json.loads(msg)
+            pid = req.get("id") if isinstance(req, dict) else None
+        except ValueError:
+            pid = None
+        self.pings += 1
+        body = {"thing": self.thing, "id": pid, "rx_ts": rx, "ts": clock.unix_ms(),
+                "count": self.pings}
+        self.client.publish(self.topics.pong, json.dumps(body).encode(), False, 1)
+        _log.info("ping %r answered", pid)
+
+    def stop(self):
+        """Say offline explicitly before a clean disconnect."""
+        self.client.publish(self.topics.status,
+                            status_message(self.thing, "offline", self.fw, {"reason": "shutdown"}),
+                            True, 1)

@@ -1,0 +1,107 @@
+"""Device configuration, read from ``config.json`` on the device filesystem.
+
+Everything that differs between devices or clouds lives here, never in code: thing name,
+endpoint, port, certificate paths, NTP servers, backoff. The loader checks every field
+and raises ConfigError naming the field, so a bad file gives one clear console line.
+
+The only credentials it accepts are TLS certificate and key files (Appendix B): any
+user name, password, token or key field in the MQTT section is refused.
+"""
+import json
+import os
+
+CONFIG_FILE = "config.json"
+SCHEMA = 1
+_FORBIDDEN = ("user", "username", "password", "pass", "token", "secret", "api_key", "access_key")
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _get(d, path, kind, default=None):
+    cur = d
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            if default is not None:
+                return default
+            raise ConfigError("missing field '%s'" % path)
+        cur = cur[part]
+    if not isinstance(cur, kind) or (kind is int and isinstance(cur, bool)):
+        raise ConfigError("field '%s' must be %s" % (path, kind.__name__))
+    return cur
+
+
+def _int(d, path, lo, hi, default=None):
+    v = _get(d, path, int, default)
+    if v < lo or v > hi:
+        raise ConfigError("field '%s' is %d; allowed %d..%d" % (path, v, lo, hi))
+    return v
+
+
+def _file(d, path):
+    name = _get(d, path, str)
+    try:
+        if os.stat(name)[6] == 0:
+            raise ConfigError("file '%s' (field '%s') is empty" % (name, path))
+    except OSError:
+        raise ConfigError("file '%s' (field '%s') not found" % (name, path))
+    return name
+
+
+class Config:
+    """Checked configuration. Attributes mirror config.json."""
+
+    def __init__(self, doc):
+        if not isinstance(doc, dict):
+            raise ConfigError("top level must be an object")
+        if doc.get("schema") != SCHEMA:
+            raise ConfigError("schema must be %d, found %r" % (SCHEMA, doc.get("schema")))
+        self.thing_name = _get(doc, "thing_name", str)
+        if not 0 < len(self.thing_name) <= 64 or any(c not in _NAME_CHARS for c in self.thing_name):
+            raise ConfigError("thing_name must be 1-64 of A-Z a-z 0-9 _ -")
+        mqtt = _get(doc, "mqtt", dict)
+        for k in mqtt:
+            if k.lower() in _FORBIDDEN:
+                raise ConfigError(
+                    "mqtt.%s: only TLS certificates may be used as credentials" % k)
+        self.endpoint = _get(doc, "mqtt.endpoint", str)
+        if not self.endpoint or "/" in self.endpoint or " " in self.endpoint:
+            raise ConfigError("mqtt.endpoint must be a host name")
+        self.port = _int(doc, "mqtt.port", 1, 65535)
+        # AWS IoT accepts keepalive 30..1200 s.
+        self.keepalive_s = _int(doc, "mqtt.keepalive_s", 30, 1200, 30)
+        self.topic_prefix = _get(doc, "mqtt.topic_prefix", str, "thingkit")
+        self.cert_file = _file(doc, "tls.cert")
+        self.key_file = _file(doc, "tls.key")
+        self.ca_file = _file(doc, "tls.ca")
+        servers = _get(doc, "ntp.servers", list)
+        if not servers or any(not isinstance(s, str) or not s for s in servers):
+            raise ConfigError("ntp.servers must be a non-empty list of 'host' or 'host:port'")
+        self.ntp_servers = servers
+        self.backoff_base_ms = _int(doc, "backoff.base_ms", 1, 600000, 1000)
+        self.backoff_cap_ms = _int(doc, "backoff.cap_ms", self.backoff_base_ms, 3600000, 120000)
+        self.backoff_reset_s = _int(doc, "backoff.reset_after_s", 1, 86400, 30)
+        self.log_level = _get(doc, "log_level", str, "info")
+        self.docs_url = _get(doc, "docs_url", str, "")
+        self.wifi = doc.get("wifi")
+
+
+def load(path=CONFIG_FILE):
+    """Read and check the config file; raise ConfigError with a clear reason."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("%s not found: provision the device first" % path)
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON" % path)
+    return Config(doc)
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()

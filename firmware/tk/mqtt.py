@@ -1,0 +1,157 @@
+"""MQTT client: umqtt.simple plus what thingkit needs from it.
+
+umqtt.simple (micropython-lib; 1.3.4 pinned, 1.8.x compatible through the same
+``ssl=True, ssl_params`` call) does CONNECT, PUBLISH and PUBACK. This subclass adds:
+
+- SUBSCRIBE with a correct variable-length header (1.3.4 writes the remaining length in
+  one byte, so a topic over ~120 bytes breaks the connection);
+- ``poll(timeout_ms)``: wait for one packet with select.poll, so the caller sleeps in
+  the kernel (or lwIP) rather than spinning;
+- topic routing: ``on(topic, handler)``;
+- keepalive bookkeeping: when the last packet was sent and received.
+
+It never sleeps or retries: reconnect policy lives in tk.device (as umqtt.robust keeps
+it out of umqtt.simple).
+
+    c = Client("kit-1", "example-ats.iot.eu-west-1.amazonaws.com", 8883, 30, params)
+    c.on(b"thingkit/kit-1/ping", handler)
+    c.connect()
+    c.subscribe(b"thingkit/kit-1/ping", 1)
+    while True:
+        c.poll(1000)
+"""
+import select
+import struct
+import time
+
+from umqtt.simple import MQTTClient, MQTTException  # noqa: F401  (re-exported)
+
+
+class Client(MQTTClient):
+    def __init__(self, client_id, server, port, keepalive_s, ssl_params, timeout_s=10):
+        params = dict(ssl_params)
+        params["timeout"] = timeout_s
+        super().__init__(client_id, server, port=port, keepalive=keepalive_s,
+                         ssl=True, ssl_params=params)
+        self.timeout_s = timeout_s
+        self._handlers = {}
+        self._poller = None
+        self.last_tx = time.ticks_ms()
+        self.last_rx = self.last_tx
+        self.ping_outstanding = False
+        self.set_callback(self._dispatch)
+
+    def on(self, topic, handler):
+        """Route PUBLISHes on ``topic`` (bytes, exact match) to ``handler(topic, msg)``."""
+        self._handlers[topic] = handler
+
+    def _dispatch(self, topic, msg):
+        h = self._handlers.get(bytes(topic))
+        if h is not None:
+            h(topic, msg)
+
+    def connect(self, clean_session=True):
+        self.ping_outstanding = False
+        present = super().connect(clean_session)
+        self.last_tx = self.last_rx = time.ticks_ms()
+        self._poller = select.poll()
+        self._poller.register(self.sock, select.POLLIN)
+        return present
+
+    def close(self):
+        """Drop the connection without DISCONNECT (the broker then sends the Last Will)."""
+        s, self.sock = self.sock, None
+        self._poller = None
+        if s is not None:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def disconnect(self):
+        """Clean DISCONNECT (no Last Will), then close."""
+        try:
+            self.sock.write(b"\xe0\0")
+        finally:
+            self.close()
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        self.last_tx = time.ticks_ms()
+        super().publish(topic, msg, retain, qos)
+
+    def ping(self):
+        self.sock.write(b"\xc0\0")
+        self.last_tx = time.ticks_ms()
+        self.ping_outstanding = True
+
+    def subscribe(self, topic, qos=0):
+        """SUBSCRIBE to one topic filter and wait for its SUBACK.
+
+        Raises MQTTException(0x80) when the broker refuses the subscription.
+        """
+        self.pid += 1
+        pid = self.pid
+        sz = 2 + 2 + len(topic) + 1
+        hdr = bytearray(b"\x82\0\0\0\0")
+        i = 1
+        while sz > 0x7F:
+            hdr[i] = (sz & 0x7F) | 0x80
+            sz >>= 7
+            i += 1
+        hdr[i] = sz
+        self.sock.write(hdr, i + 1)
+        self.sock.write(struct.pack("!H", pid))
+        self._send_str(topic)
+        self.sock.write(bytes((qos,)))
+        self.last_tx = time.ticks_ms()
+        while True:
+            op = self.wait_msg()
+            if op == 0x90:
+                resp = self.sock.read(4)
+                if resp[0] != 3 or (resp[1] << 8 | resp[2]) != pid:
+                    raise MQTTException("bad SUBACK")
+                if resp[3] == 0x80:
+                    raise MQTTException(0x80)
+                return resp[3]
+
+    def wait_msg(self):
+        """Read one packet (blocking, within the socket time-out) and process it.
+
+        Returns the packet type byte for packets the caller must finish reading
+        (PUBACK 0x40, SUBACK 0x90), else None.
+        """
+        res = self.sock.read(1)
+        if res is None:
+            return None
+        if res == b"":
+            raise OSError(-1)  # the broker closed the connection
+        self.last_rx = time.ticks_ms()
+        op = res[0]
+        if op == 0xD0:  # PINGRESP
+            self.sock.read(1)
+            self.ping_outstanding = False
+            return None
+        if op & 0xF0 != 0x30:
+            return op
+        sz = self._recv_len()
+        tl = self.sock.read(2)
+        tl = tl[0] << 8 | tl[1]
+        topic = self.sock.read(tl)
+        sz -= tl + 2
+        pid = 0
+        if op & 6:
+            p = self.sock.read(2)
+            pid = p[0] << 8 | p[1]
+            sz -= 2
+        msg = self.sock.read(sz)
+        if op & 6 == 2:  # QoS 1: acknowledge before handling, as AWS expects promptly
+            self.sock.write(struct.pack("!BBH", 0x40, 2, pid))
+        self.cb(topic, msg)
+        return None
+
+    def poll(self, timeout_ms):
+        """Wait up to ``timeout_ms`` for a packet and process it. True if one came."""
+        if not self._poller.poll(timeout_ms):
+            return False
+        self.wait_msg()
+        return True

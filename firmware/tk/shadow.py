@@ -1,0 +1,133 @@
+"""Device Shadow client over MQTT (classic or named shadow).
+
+Requests carry a clientToken; replies are matched on it, so other updates to the same
+shadow (from the cloud or another app) do not confuse the device. Deltas go to a
+handler. A version conflict (409) on update is retried after a fresh get.
+
+    sh = Shadow(client, "kit-1")
+    sh.subscribe()
+    doc = sh.get()                        # None if no shadow exists yet
+    sh.update(reported={"connected": True}, version=doc and doc["version"])
+"""
+import json
+import os
+import time
+
+from tk.log import Logger
+
+_log = Logger("shadow")
+_REPLIES = (b"get/accepted", b"get/rejected", b"update/accepted", b"update/rejected")
+
+
+class ShadowRejected(Exception):
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+class ShadowTimeout(Exception):
+    pass
+
+
+class Shadow:
+    def __init__(self, client, thing, name=None, timeout_ms=10000):
+        self.client = client
+        if name:
+            self.base = "$aws/things/%s/shadow/name/%s/" % (thing, name)
+        else:
+            self.base = "$aws/things/%s/shadow/" % thing
+        self.base = self.base.encode()
+        self.timeout_ms = timeout_ms
+        self.on_delta = None  # handler(state_dict, version)
+        self._seq = 0
+        self._prefix = "%08x" % int.from_bytes(os.urandom(4), "big")
+        self._waiting = None  # the clientToken we wait for
+        self._reply = None  # (suffix, doc)
+
+    def subscribe(self):
+        """Subscribe to the reply and delta topics (before any request, as AWS advises)."""
+        c = self.client
+        for suffix in _REPLIES:
+            c.on(self.base + suffix, self._on_reply)
+            c.subscribe(self.base + suffix, 1)
+        c.on(self.base + b"update/delta", self._on_delta)
+        c.subscribe(self.base + b"update/delta", 1)
+
+    def _token(self):
+        # Tokens stay far under AWS's 64-byte limit whatever the thing name.
+        self._seq += 1
+        return "%s-%d" % (self._prefix, self._seq)
+
+    def _on_reply(self, topic, msg):
+        try:
+            doc = json.loads(msg)
+        except ValueError:
+            _log.warn("unparsable reply on %s", topic)
+            return
+        if self._waiting is not None and doc.get("clientToken") == self._waiting:
+            self._reply = (bytes(topic)[len(self.base):], doc)
+
+    def _on_delta(self, topic, msg):
+        try:
+            doc = json.loads(msg)
+            state = doc["state"]
+            if not isinstance(state, dict):
+                raise ValueError("state is not an object")
+        except (ValueError, KeyError) as e:
+            _log.warn("ignoring bad delta: %r", e)
+            return
+        if self.on_delta is not None:
+            self.on_delta(state, doc.get("version"))
+
+    def _request(self, op, body):
+        token = self._token()
+        body["clientToken"] = token
+        self._waiting, self._reply = token, None
+        try:
+            self.client.publish(self.base + op, json.dumps(body).encode(), False, 1)
+            t0 = time.ticks_ms()
+            while self._reply is None:
+                left = self.timeout_ms - time.ticks_diff(time.ticks_ms(), t0)
+                if left <= 0:
+                    raise ShadowTimeout("no reply to %s" % op.decode())
+                self.client.poll(min(left, 1000))
+            return self._reply
+        finally:
+            self._waiting = None
+
+    def get(self):
+        """Return the full shadow document, or None when the shadow does not exist."""
+        suffix, doc = self._request(b"get", {})
+        if suffix == b"get/accepted":
+            return doc
+        if doc.get("code") == 404:
+            return None
+        raise ShadowRejected(doc.get("code"), doc.get("message"))
+
+    def update(self, reported=None, desired=None, version=None, retries=3):
+        """Send an update; return the update/accepted document.
+
+        With ``version`` the update is conditional; on 409 the shadow is read again and
+        the update resent with the new version, up to ``retries`` times.
+        """
+        state = {}
+        if reported is not None:
+            state["reported"] = reported
+        if desired is not None:
+            state["desired"] = desired
+        while True:
+            body = {"state": state}
+            if version is not None:
+                body["version"] = version
+            suffix, doc = self._request(b"update", body)
+            if suffix == b"update/accepted":
+                return doc
+            code = doc.get("code")
+            if code == 409 and version is not None and retries > 0:
+                retries -= 1
+                _log.info("version conflict at %s, reading the shadow again", version)
+                cur = self.get()
+                version = cur["version"] if cur else None
+                continue
+            raise ShadowRejected(code, doc.get("message"))

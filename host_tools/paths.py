@@ -1,0 +1,22 @@
+"""Where thingkit finds its own files and keeps its state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+BOARDS = REPO / "boards"
+
+
+def state_home() -> Path:
+    """Root of thingkit's working state: $THINGKIT_HOME, else ./.thingkit under the repo."""
+    env = os.environ.get("THINGKIT_HOME")
+    return Path(env) if env else REPO / ".thingkit"
+
+
+def cache_dir() -> Path:
+    """Downloads that outlive a bench or kit (device packages)."""
+    env = os.environ.get("THINGKIT_CACHE")
+    return Path(env) if env else REPO / ".thingkit" / "cache"

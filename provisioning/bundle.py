@@ -1,0 +1,115 @@
+"""The device bundle: what provisioning writes into a kit's flash filesystem.
+
+A bundle is the device's identity (private key and certificate, DER, the form Mbed TLS
+loads with the least RAM), the CA that signs the server it talks to, and ``config.json``
+with everything the firmware must not hard-code: endpoint, port, thing name, NTP servers.
+
+Layout on the device filesystem (paths are relative to the filesystem root)::
+
+    config.json
+    certs/device.crt.der
+    certs/device.key.der
+    certs/server-ca.der
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from provisioning.ca import KeyPair
+
+CONFIG_FILE = "config.json"
+CERT_FILE = "certs/device.crt.der"
+KEY_FILE = "certs/device.key.der"
+SERVER_CA_FILE = "certs/server-ca.der"
+CONFIG_SCHEMA = 1
+
+# AWS IoT thing names: 1-128 of [a-zA-Z0-9:_-]. thingkit also uses the thing name as the
+# MQTT client id and in topic names, so it keeps to 64 characters and leaves out ':'.
+THING_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class BundleError(ValueError):
+    """A bundle cannot be made from the values given."""
+
+
+def check_thing_name(name: str) -> str:
+    """Return ``name`` if it is a valid thing name, else raise :class:`BundleError`."""
+    if not THING_NAME_RE.match(name):
+        raise BundleError(
+            f"thing name {name!r} is not valid: use 1-64 letters, digits, '_' or '-'"
+        )
+    return name
+
+
+@dataclass
+class DeviceConfig:
+    """The device's ``config.json``; see firmware/tk/config.py for how it is checked."""
+
+    thing_name: str
+    endpoint: str
+    port: int = 8883
+    ntp_servers: list[str] = field(default_factory=lambda: ["pool.ntp.org"])
+    keepalive_s: int = 30
+    topic_prefix: str = "thingkit"
+    backoff_base_ms: int = 1000
+    backoff_cap_ms: int = 120000
+    backoff_reset_s: int = 30
+    log_level: str = "info"
+    docs_url: str = ""
+
+    def to_json(self) -> dict:
+        """The JSON document the firmware reads."""
+        d = asdict(self)
+        return {
+            "schema": CONFIG_SCHEMA,
+            "thing_name": d["thing_name"],
+            "mqtt": {
+                "endpoint": d["endpoint"],
+                "port": d["port"],
+                "keepalive_s": d["keepalive_s"],
+                "topic_prefix": d["topic_prefix"],
+            },
+            "tls": {"cert": CERT_FILE, "key": KEY_FILE, "ca": SERVER_CA_FILE},
+            "ntp": {"servers": d["ntp_servers"]},
+            "backoff": {
+                "base_ms": d["backoff_base_ms"],
+                "cap_ms": d["backoff_cap_ms"],
+                "reset_after_s": d["backoff_reset_s"],
+            },
+            "log_level": d["log_level"],
+            "docs_url": d["docs_url"],
+        }
+
+
+def write_bundle(fs_root: Path, identity: KeyPair, server_ca_der: bytes, config: DeviceConfig) -> None:
+    """Write the identity, server CA and config into a device filesystem tree.
+
+    Each file is written to a temporary name and renamed, so an interrupted write never
+    leaves a half file where the device reads.
+    """
+    check_thing_name(config.thing_name)
+    cn = identity.cert.subject.rfc4514_string()
+    if cn != f"CN={config.thing_name}":
+        raise BundleError(f"certificate subject {cn} does not match thing {config.thing_name}")
+    files = {
+        CERT_FILE: identity.cert_der,
+        KEY_FILE: identity.key_der,
+        SERVER_CA_FILE: server_ca_der,
+        CONFIG_FILE: (json.dumps(config.to_json(), indent=1) + "\n").encode(),
+    }
+    for rel, data in files.items():
+        _atomic_write(fs_root / rel, data, private=rel == KEY_FILE)
+
+
+def _atomic_write(path: Path, data: bytes, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

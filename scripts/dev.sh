@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian machine (root, Python 3.11, package registries only).
+#   bash scripts/dev.sh validate   set up, then validate the virtual kit end to end
+#   bash scripts/dev.sh test       set up, then run the whole test suite
+#   bash scripts/dev.sh setup      set up only
+# Set-up is idempotent: Debian packages (mosquitto, faketime), a virtual environment in
+# .venv with thingkit and its pinned tools, and the pinned device-side packages.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+[ -n "$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null)" ] || need_apt+=(faketime)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.thingkit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing thingkit and its tools into .venv"
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+.venv/bin/thingkit deps fetch
+
+cmd=${1:-setup}
+shift || true
+case "$cmd" in
+  setup) ;;
+  validate) exec .venv/bin/thingkit validate --board sim "$@" ;;
+  test) exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
+  *) echo "usage: bash scripts/dev.sh [setup|validate|test] [args...]" >&2; exit 2 ;;
+esac
