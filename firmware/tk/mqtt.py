@@ -13,7 +13,7 @@ umqtt.simple (micropython-lib; 1.3.4 pinned, 1.8.x compatible through the same
 It never sleeps or retries: reconnect policy lives in tk.device (as umqtt.robust keeps
 it out of umqtt.simple).
 
-    c = Client("kit-1", "example-ats.iot.eu-west-1.amazonaws.com", 8883, 30, params)
+    c = Client(cfg.thing_name, cfg.endpoint, cfg.port, cfg.keepalive_s, params)
     c.on(b"thingkit/kit-1/ping", handler)
     c.connect()
     c.subscribe(b"thingkit/kit-1/ping", 1)

@@ -80,8 +80,7 @@ class Bench:
         ready = lay.root / "services.ready"
         ready.unlink(missing_ok=True)
 
-        broker_pid = procs.spawn([broker.mosquitto_binary(), "-c", str(lay.mosquitto_conf)],
-                                 lay.logs / "mosquitto.out")
+        broker_pid = self._spawn_broker()
         state = {"broker_pid": broker_pid, "broker_port": port, "ntp_port": ntp_port,
                  "topic_prefix": self.topic_prefix, "started": time.time()}
         lay.write_state(state)
@@ -103,6 +102,11 @@ class Bench:
                 raise UserError("bench services did not start", where=str(lay.services_log))
             time.sleep(0.05)
         return state
+
+    def _spawn_broker(self) -> int:
+        env = dict(os.environ, **broker.write_openssl_cnf(self.layout))
+        return procs.spawn([broker.mosquitto_binary(), "-c", str(self.layout.mosquitto_conf)],
+                           self.layout.logs / "mosquitto.out", env=env)
 
     def down(self) -> None:
         """Stop every bench process (quiet if none is running). State files stay."""
@@ -130,8 +134,7 @@ class Bench:
         """Stop and start mosquitto on the same port (services reconnect by themselves)."""
         st = self.state
         procs.stop(st.get("broker_pid"))
-        pid = procs.spawn([broker.mosquitto_binary(), "-c", str(self.layout.mosquitto_conf)],
-                          self.layout.logs / "mosquitto.out")
+        pid = self._spawn_broker()
         st["broker_pid"] = pid
         self.layout.write_state(st)
         if not procs.wait_tcp(self.port, 15, pid):

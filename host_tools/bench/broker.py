@@ -30,6 +30,26 @@ def mosquitto_binary() -> str:
                     "bash scripts/dev.sh setup")
 
 
+# mosquitto's tls_version is a floor: with OpenSSL 3 the listener would also speak TLS 1.3.
+# The broker process gets its own OpenSSL config that caps the protocol at TLS 1.2.
+OPENSSL_CNF = """openssl_conf = thingkit_conf
+[thingkit_conf]
+ssl_conf = thingkit_ssl
+[thingkit_ssl]
+system_default = thingkit_tls
+[thingkit_tls]
+MinProtocol = TLSv1.2
+MaxProtocol = TLSv1.2
+"""
+
+
+def write_openssl_cnf(layout: BenchLayout) -> dict[str, str]:
+    """Write the broker's OpenSSL config; return the environment that applies it."""
+    path = layout.root / "openssl-broker.cnf"
+    path.write_text(OPENSSL_CNF)
+    return {"OPENSSL_CONF": str(path)}
+
+
 def render_conf(layout: BenchLayout, port: int) -> str:
     cert, key = layout.identity(BROKER_CN)
     crl = layout.pki / "fleet.crl.pem"

@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 SECTIONS = ("desired", "reported")
+MAX_SECTION_DEPTH = 6
 
 
 def json_equal(left: Any, right: Any) -> bool:
@@ -90,6 +91,57 @@ def merge_section(current: dict[str, Any] | None, patch: dict[str, Any]) -> dict
         else:
             result[key] = value
     return result
+
+
+def apply_state(
+    state: dict[str, Any],
+    metadata: dict[str, Any],
+    patch: dict[str, Any] | None,
+    timestamp: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Apply an update's ``state`` node to a stored state and its metadata.
+
+    Args:
+        state: The stored ``{"desired"?, "reported"?}``.
+        metadata: The metadata stored for ``state``.
+        patch: The request's validated ``state`` node; None (``"state": null``)
+            clears everything.
+        timestamp: Epoch seconds of this update.
+
+    Returns:
+        The new state and metadata; empty sections are left out.
+    """
+    new_state: dict[str, Any] = {}
+    new_meta: dict[str, Any] = {}
+    if patch is None:
+        return new_state, new_meta
+    for name in SECTIONS:
+        old = state.get(name)
+        if name not in patch:
+            if old:
+                new_state[name], new_meta[name] = old, metadata.get(name, {})
+            continue
+        if patch[name] is None:
+            continue
+        merged = merge_section(old, patch[name])
+        if merged:
+            new_state[name] = merged
+            new_meta[name] = merge_metadata(merged, old, metadata.get(name), patch[name], timestamp)
+    return new_state, new_meta
+
+
+def state_size(state: dict[str, Any]) -> int:
+    """Bytes counted against the shadow size limit: desired plus reported.
+
+    Metadata, version and the ``state`` wrapper do not count.
+
+    Args:
+        state: A stored ``{"desired"?, "reported"?}``.
+
+    Returns:
+        The compact UTF-8 JSON size of desired plus that of reported.
+    """
+    return sum(encoded_size(state.get(name)) for name in SECTIONS)
 
 
 def compute_delta(
@@ -237,6 +289,29 @@ def has_null_in_array(value: Any, in_array: bool = False) -> bool:
     if isinstance(value, list):
         return any(has_null_in_array(item, in_array=True) for item in value)
     return False
+
+
+def state_problem(state: dict[str, Any]) -> str | None:
+    """Check an update's ``state`` node the way the Device Shadow service does.
+
+    Args:
+        state: The request's ``state`` object.
+
+    Returns:
+        The AWS error message (HTTP 400) for the first problem found, or None.
+    """
+    for name in state:
+        if name not in SECTIONS:
+            return f"State contains an invalid node: '{name}'"
+    for name in SECTIONS:
+        section = state.get(name)
+        if section is not None and not isinstance(section, dict):
+            return f"{name.capitalize()} node must be an object"
+        if nesting_depth(section) > MAX_SECTION_DEPTH:
+            return f"JSON contains too many levels of nesting; maximum is {MAX_SECTION_DEPTH}"
+        if has_null_in_array(section):
+            return "State contains an invalid node"
+    return None
 
 
 def encoded_size(value: Any) -> int:

@@ -36,7 +36,6 @@ OPERATIONS = ("get", "update", "delete")
 THING_NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 SHADOW_NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,64}")
 MAX_CLIENT_TOKEN_BYTES = 64
-MAX_SECTION_DEPTH = 6
 MAX_STATE_BYTES = 8 * 1024
 STORE_FORMAT = 1
 
@@ -205,48 +204,19 @@ def _check_state(request: dict[str, Any], token: str | None) -> dict[str, Any] |
         return None
     if not isinstance(state, dict):
         raise Rejected(400, "State node must be an object", token)
-    for name in state:
-        if name not in shadow_doc.SECTIONS:
-            raise Rejected(400, f"State contains an invalid node: '{name}'", token)
-    for name in shadow_doc.SECTIONS:
-        section = state.get(name)
-        if name in state and section is not None and not isinstance(section, dict):
-            raise Rejected(400, f"{name.capitalize()} node must be an object", token)
-        if shadow_doc.nesting_depth(section) > MAX_SECTION_DEPTH:
-            raise Rejected(400, "JSON contains too many levels of nesting; maximum is 6", token)
-        if shadow_doc.has_null_in_array(section):
-            raise Rejected(400, "State contains an invalid node", token)
+    problem = shadow_doc.state_problem(state)
+    if problem is not None:
+        raise Rejected(400, problem, token)
     return state
 
 
 def _apply_state(old: _Record | None, patch: dict[str, Any] | None, now: int) -> _Record:
-    """Merge an update's state into a copy of the stored record."""
+    """Merge an update's state into a new record with the next version."""
     live = old is not None and not old.deleted
-    old_state = old.state if live else {}
-    old_meta = old.metadata if live else {}
-    new = _Record(version=(old.version if old else 0) + 1)
-    if patch is None:
-        return new
-    for name in shadow_doc.SECTIONS:
-        if name not in patch:
-            if name in old_state:
-                new.state[name] = old_state[name]
-                new.metadata[name] = old_meta.get(name, {})
-            continue
-        if patch[name] is None:
-            continue
-        merged = shadow_doc.merge_section(old_state.get(name), patch[name])
-        if merged:
-            new.state[name] = merged
-            new.metadata[name] = shadow_doc.merge_metadata(
-                merged, old_state.get(name), old_meta.get(name), patch[name], now
-            )
-    return new
-
-
-def _state_size(state: dict[str, Any]) -> int:
-    """Bytes counted against the 8 KB limit: desired plus reported."""
-    return sum(shadow_doc.encoded_size(state.get(name)) for name in shadow_doc.SECTIONS)
+    state, metadata = shadow_doc.apply_state(
+        old.state if live else {}, old.metadata if live else {}, patch, now
+    )
+    return _Record(state, metadata, (old.version if old else 0) + 1)
 
 
 class ShadowStore:
@@ -304,16 +274,18 @@ class ShadowStore:
             raise ValueError("not a shadow record")
         key = (data["thing"], data["shadow"])
         record = _Record(data["state"], data["metadata"], data["version"], data["deleted"])
-        if not isinstance(key[0], str) or not (key[1] is None or isinstance(key[1], str)):
-            raise ValueError("bad names")
+        fields = [
+            (key[0], str),
+            (record.state, dict),
+            (record.metadata, dict),
+            (record.deleted, bool),
+        ]
+        if not all(isinstance(value, kind) for value, kind in fields) or not (
+            type(record.version) is int and (key[1] is None or isinstance(key[1], str))
+        ):
+            raise TypeError("a field has the wrong type")
         if not valid_names(*key) or self.path(key) != path:
             raise ValueError("names do not match the file name")
-        if not (isinstance(record.state, dict) and isinstance(record.metadata, dict)):
-            raise TypeError("state and metadata must be objects")
-        if isinstance(record.version, bool) or not isinstance(record.version, int):
-            raise TypeError("version must be an integer")
-        if not isinstance(record.deleted, bool):
-            raise TypeError("deleted must be a boolean")
         return key, record
 
 
@@ -445,7 +417,7 @@ class ShadowEngine:
         if version is not None and version != (old.version if old else 0):
             raise Rejected(409, "Version conflict", token)
         new = _apply_state(old, patch, now)
-        if _state_size(new.state) > MAX_STATE_BYTES:
+        if shadow_doc.state_size(new.state) > MAX_STATE_BYTES:
             raise Rejected(413, "The payload exceeds the maximum size allowed", token)
         previous = self._live(key)
         self._commit(key, new, token)

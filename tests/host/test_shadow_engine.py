@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import threading
 from typing import Any
 
 import pytest
@@ -856,3 +857,21 @@ def test_nesting_depth_and_sizes() -> None:
     assert shadow_doc.nesting_depth({"a": [[1]]}) == 3
     assert shadow_doc.encoded_size(None) == 0
     assert shadow_doc.encoded_size({"a": "é"}) == len('{"a":"é"}'.encode())
+
+
+def test_concurrent_updates_are_serialised(tmp_path: pathlib.Path) -> None:
+    engine = ShadowEngine(store_dir=tmp_path)
+
+    def worker(name: str) -> None:
+        for value in range(50):
+            update(engine, {"state": {"reported": {name: value}}})
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    doc = engine.document("T")
+    assert doc["version"] == 200
+    assert doc["state"]["reported"] == {"w0": 49, "w1": 49, "w2": 49, "w3": 49}
+    assert ShadowEngine(store_dir=tmp_path).document("T")["version"] == 200

@@ -1,0 +1,212 @@
+"""``thingkit``: the command line. Each command is a thin wrapper over a library function.
+
+Errors of input, environment or device (UserError) print one line and exit 1; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from host_tools import device_deps
+from host_tools.errors import UserError
+from host_tools.paths import state_home
+
+log = logging.getLogger("thingkit")
+
+
+def _bench(args: argparse.Namespace):  # noqa: ANN202
+    from host_tools.bench.bench import Bench
+
+    return Bench(args.root or state_home() / "bench")
+
+
+def _kits_root(args: argparse.Namespace) -> Path:
+    return (args.root or state_home() / "bench").parent / "kits"
+
+
+# -- deps --------------------------------------------------------------------------
+def cmd_deps_fetch(args: argparse.Namespace) -> int:
+    for d in device_deps.fetch():
+        log.info("device packages ready: %s", d.name)
+    return 0
+
+
+# -- bench -------------------------------------------------------------------------
+def cmd_bench_up(args: argparse.Namespace) -> int:
+    b = _bench(args)
+    t0 = time.monotonic()
+    st = b.up(port=args.port)
+    print(f"bench up in {time.monotonic() - t0:.1f} s: mqtts://localhost:{st['broker_port']} "
+          f"(TLS 1.2, client certificates), ntp 127.0.0.1:{st['ntp_port']}, state {b.layout.root}")
+    return 0
+
+
+def cmd_bench_down(args: argparse.Namespace) -> int:
+    _bench(args).down()
+    print("bench down")
+    return 0
+
+
+def cmd_bench_status(args: argparse.Namespace) -> int:
+    st = _bench(args).status()
+    if args.json:
+        print(json.dumps(st, indent=1))
+    else:
+        print(f"bench {'up' if st['up'] else 'down'} ({st['root']})")
+        print(f"  broker   pid {st['broker']['pid']} port {st['broker']['port']} "
+              f"{'alive' if st['broker']['alive'] else 'stopped'}")
+        print(f"  services pid {st['services']['pid']} "
+              f"{'alive' if st['services']['alive'] else 'stopped'}; ntp port {st['ntp_port']}")
+        print(f"  things   {', '.join(st['things']) or '(none)'}")
+    return 0 if st["up"] else 3
+
+
+def cmd_bench_ntp(args: argparse.Namespace) -> int:
+    _bench(args).set_ntp(offset_s=args.offset, blocked=args.block)
+    print(f"bench ntp: offset {args.offset:+.1f} s, {'blocked' if args.block else 'answering'}")
+    return 0
+
+
+# -- kit ---------------------------------------------------------------------------
+def _kit(args: argparse.Namespace):  # noqa: ANN202
+    from host_tools.kit.sim import SimKit
+
+    root = _kits_root(args) / args.name
+    if not root.exists():
+        raise UserError(f"no kit named {args.name}", where=f"thingkit kit create {args.name}")
+    return SimKit(root, heap=getattr(args, "heap", None) or _saved_heap(root))
+
+
+def _saved_heap(root: Path) -> str:
+    from host_tools.kit.sim import DEFAULT_HEAP
+
+    f = root / "heap"
+    return f.read_text().strip() if f.exists() else DEFAULT_HEAP
+
+
+def cmd_kit_create(args: argparse.Namespace) -> int:
+    from host_tools.kit.provision import create_sim_kit
+    from host_tools.kit.sim import DEFAULT_HEAP
+
+    b = _bench(args)
+    if not b.is_up():
+        raise UserError("the bench is not up", where="thingkit bench up")
+    heap = args.heap or DEFAULT_HEAP
+    kit = create_sim_kit(b, _kits_root(args), args.name, heap=heap, mpy=not args.source)
+    (kit.root / "heap").write_text(heap)
+    print(f"kit {args.name}: firmware and identity in {kit.flash}; thing registered on the bench")
+    return 0
+
+
+def cmd_kit_start(args: argparse.Namespace) -> int:
+    kit = _kit(args)
+    pid = kit.power_on()
+    print(f"kit {args.name} powered on (pid {pid}); console {kit.console_log}")
+    return 0
+
+
+def cmd_kit_stop(args: argparse.Namespace) -> int:
+    _kit(args).power_off()
+    print(f"kit {args.name} powered off")
+    return 0
+
+
+def cmd_kit_console(args: argparse.Namespace) -> int:
+    kit = _kit(args)
+    print(kit.console(since_boot=False), end="")
+    return 0
+
+
+def cmd_kit_set_time(args: argparse.Namespace) -> int:
+    kit = _kit(args)
+    when = args.when or time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    kit.set_time(when)
+    print(f"kit {args.name}: RTC set to {when} UTC")
+    return 0
+
+
+# -- validate ----------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from host_tools.validate.report import render_json, render_text
+    from host_tools.validate.sim_run import validate_sim
+
+    if args.board != "sim":
+        raise UserError(f"validate --board {args.board} is not available yet",
+                        "only the virtual kit (sim) can be validated by this command so far")
+    results, meta = validate_sim(args.workdir)
+    print(render_json(results, meta) if args.json else render_text(results, meta))
+    return 0 if all(r.status == "met" for r in results) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="thingkit", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    deps = sub.add_parser("deps", help="device-side packages").add_subparsers(dest="sub", required=True)
+    deps.add_parser("fetch", help="download and verify pinned device packages").set_defaults(
+        func=cmd_deps_fetch)
+
+    bench = sub.add_parser("bench", help="the local AWS IoT stand-in").add_subparsers(
+        dest="sub", required=True)
+    for name, func, hlp in (("up", cmd_bench_up, "start broker, shadow service, rules, NTP"),
+                            ("down", cmd_bench_down, "stop every bench process"),
+                            ("status", cmd_bench_status, "show what runs"),
+                            ("ntp", cmd_bench_ntp, "skew or block the bench NTP server")):
+        sp = bench.add_parser(name, help=hlp)
+        sp.add_argument("--root", type=Path, help="bench state directory (default .thingkit/bench)")
+        sp.set_defaults(func=func)
+        if name == "up":
+            sp.add_argument("--port", type=int, help="broker port (default: a free one)")
+        if name == "status":
+            sp.add_argument("--json", action="store_true")
+        if name == "ntp":
+            sp.add_argument("--offset", type=float, default=0.0, help="seconds added to host time")
+            sp.add_argument("--block", action="store_true", help="drop requests (NTP outage)")
+
+    kit = sub.add_parser("kit", help="virtual kits (MicroPython unix port)").add_subparsers(
+        dest="sub", required=True)
+    for name, func, hlp in (("create", cmd_kit_create, "flash firmware and provision a new kit"),
+                            ("start", cmd_kit_start, "power on"),
+                            ("stop", cmd_kit_stop, "power off (power cut)"),
+                            ("console", cmd_kit_console, "print the console log"),
+                            ("set-time", cmd_kit_set_time, "set the RTC as a person would")):
+        sp = kit.add_parser(name, help=hlp)
+        sp.add_argument("name")
+        sp.add_argument("--root", type=Path, help="bench state directory (kits live beside it)")
+        sp.set_defaults(func=func)
+        if name == "create":
+            sp.add_argument("--heap", help="GC heap size, e.g. 80k")
+            sp.add_argument("--source", action="store_true", help="install .py instead of .mpy")
+        if name == "set-time":
+            sp.add_argument("when", nargs="?", help="'YYYY-MM-DD hh:mm:ss' UTC (default: now)")
+
+    v = sub.add_parser("validate", help="run the checklist against a kit and report")
+    v.add_argument("--board", default="sim")
+    v.add_argument("--json", action="store_true", help="machine-readable report")
+    v.add_argument("--workdir", type=Path, help="keep bench and kit state here (default: temp)")
+    v.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="thingkit: %(message)s")
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"thingkit: {exc.line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

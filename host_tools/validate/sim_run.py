@@ -1,0 +1,249 @@
+"""``thingkit validate --board sim``: boot a virtual kit against a fresh bench and check
+each checklist item with evidence seen on the broker, in the shadow and in the logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from host_tools.bench.bench import Bench
+from host_tools.bench.layout import OPERATOR_CN
+from host_tools.bench.observer import Message, Observer
+from host_tools.kit.provision import create_sim_kit
+from host_tools.kit.sim import POWER_ON_TIME, SimKit, firmware_files
+from host_tools.validate import checklist as cl
+from host_tools.validate.static_scan import scan
+from host_tools.validate.tls_probe import handshake
+
+log = logging.getLogger(__name__)
+BOOT_TIMEOUT = 40.0
+PING_TIMEOUT = 5.0
+
+
+def _ts(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+class SimValidation:
+    """One validation run; ``run()`` returns the results in checklist order."""
+
+    def __init__(self, root: Path, keepalive_s: int = 30) -> None:
+        self.root = root
+        self.keepalive_s = keepalive_s
+        self.bench = Bench(root / "bench")
+        self.thing = f"tk-sim-{uuid.uuid4().hex[:6]}"
+        self.kit: SimKit | None = None
+        self.results: dict[str, cl.Result] = {}
+        self.t_power_on = 0.0
+
+    def run(self) -> list[cl.Result]:
+        self.bench.up()
+        try:
+            self.kit = create_sim_kit(self.bench, self.root / "kits", self.thing,
+                                      keepalive_s=self.keepalive_s)
+            with Observer(self.bench) as obs:
+                self._boot_and_check(obs)
+        finally:
+            if self.kit is not None:
+                self.kit.power_off()
+            self.bench.down()
+        order = list(cl.TITLES)
+        return sorted(self.results.values(), key=lambda r: order.index(r.id))
+
+    def _set(self, r: cl.Result) -> None:
+        self.results[r.id] = r
+
+    # -- the run -----------------------------------------------------------------
+    def _boot_and_check(self, obs: Observer) -> None:
+        kit, thing = self.kit, self.thing
+        assert kit is not None
+        # A desired setting waiting in the shadow before the device ever connects:
+        # shadow sync on connect must pick it up (IoT Lens BP 11.1).
+        obs.shadow_request(thing, "update", {"state": {"desired": {"settings": {"log_level": "debug"}}}})
+        self.t_power_on = time.time()
+        kit.power_on()
+        status_topic = f"{self.bench.topic_prefix}/{thing}/status"
+        shadow_acc = f"$aws/things/{thing}/shadow/update/accepted"
+
+        def online_report(m: Message) -> bool:
+            d = m.json()
+            return (m.topic == shadow_acc and isinstance(d, dict)
+                    and d.get("state", {}).get("reported", {}).get("connected") is True)
+
+        acc = obs.wait(online_report, BOOT_TIMEOUT, since=self.t_power_on)
+        status = obs.wait(lambda m: m.topic == status_topic and not m.retain
+                          and (m.json() or {}).get("state") == "online", 5, since=self.t_power_on)
+        self._check_online_topic(status)
+        self._check_shadow(obs, acc)
+        self._check_subscribe(obs)
+        self._check_tls()
+        self._check_cert_auth()
+        self._check_time()
+        self._check_static()
+        self._check_offline(obs)
+
+    def _check_online_topic(self, m: Message | None) -> None:
+        if m is None:
+            self._set(cl.not_met("app1.online_topic", f"no online message on the status topic "
+                                 f"within {BOOT_TIMEOUT:.0f} s", self._tail()))
+            return
+        self._set(cl.met("app1.online_topic",
+                         f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
+                         f"{m.t - self.t_power_on:.2f} s after power-on; retained, QoS 1"))
+
+    def _check_shadow(self, obs: Observer, acc: Message | None) -> None:
+        thing = self.thing
+        doc = obs.shadow_get(thing)
+        reported = (doc or {}).get("state", {}).get("reported", {})
+        if acc is None or reported.get("connected") is not True:
+            self._set(cl.not_met("app1.shadow_online", "no accepted update with reported.connected=true",
+                                 f"shadow now: {doc}", self._tail()))
+        else:
+            self._set(cl.met(
+                "app1.shadow_online",
+                f"{_ts(acc.t)} {acc.topic}: {acc.excerpt()}",
+                f"shadow get (operator): reported.connected=true, version {doc.get('version')}",
+            ))
+        settings = reported.get("settings", {})
+        delta = (doc or {}).get("state", {}).get("delta")
+        if settings.get("log_level") == "debug" and not (delta or {}).get("settings"):
+            self._set(cl.met("lens.shadow_sync",
+                             "desired.settings.log_level=debug set before first connect",
+                             "device reported settings.log_level=debug on connect; no delta left"))
+        else:
+            self._set(cl.not_met("lens.shadow_sync", f"reported.settings={settings}, delta={delta}"))
+
+    def _check_subscribe(self, obs: Observer) -> None:
+        prefix = f"{self.bench.topic_prefix}/{self.thing}"
+        nonce = uuid.uuid4().hex[:12]
+        t0 = obs.publish(f"{prefix}/ping", {"id": nonce})
+        m = obs.wait(lambda m: m.topic == f"{prefix}/pong" and (m.json() or {}).get("id") == nonce,
+                     PING_TIMEOUT, since=t0)
+        if m is None:
+            self._set(cl.not_met("app1.subscribe", f"no answer on {prefix}/pong to id {nonce} "
+                                 f"within {PING_TIMEOUT:.0f} s", self._tail()))
+        else:
+            self._set(cl.met("app1.subscribe",
+                             f"{_ts(t0)} operator published {{\"id\": \"{nonce}\"}} on {prefix}/ping",
+                             f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
+                             f"round trip {1000 * (m.t - t0):.0f} ms"))
+
+    def _kit_connect_line(self) -> re.Match | None:
+        rx = re.compile(
+            r"^(\S+): New client connected from 127\.0\.0\.1:(\d+) as (\S+) \(p\d, c\d, k(\d+), u'([^']*)'\)",
+            re.M)
+        for m in rx.finditer(self.bench.broker_log()):
+            if m.group(3) == self.thing:
+                return m
+        return None
+
+    def _check_tls(self) -> None:
+        lay = self.bench.layout
+        op = lay.identity(OPERATOR_CN)
+        got = {}
+        for v in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_2,
+                  ssl.TLSVersion.TLSv1_3):
+            got[v.name] = handshake(self.bench.port, lay.server_ca_pem, v, op)
+        line = self._kit_connect_line()
+        only12 = got["TLSv1_2"] == "TLSv1.2" and not any(
+            got[k] for k in ("TLSv1", "TLSv1_1", "TLSv1_3"))
+        ev = [f"broker listener probe: " + ", ".join(
+            f"{k.replace('_', '.')} {'accepted' if v else 'refused'}" for k, v in got.items())]
+        if line:
+            ev.append(f"device connected to that listener: {line.group(0)}")
+        self._set((cl.met if only12 and line else cl.not_met)("hw.tls12", *ev))
+
+    def _check_cert_auth(self) -> None:
+        lay = self.bench.layout
+        anon = handshake(self.bench.port, lay.server_ca_pem, ssl.TLSVersion.TLSv1_2, None)
+        line = self._kit_connect_line()
+        ev = ["a TLS 1.2 client without a certificate is " + ("ACCEPTED" if anon else "refused")]
+        ok = anon is None and line is not None and line.group(5) == self.thing
+        if line:
+            ev.append(f"device identity from its certificate CN: u'{line.group(5)}', "
+                      f"client id {line.group(3)}")
+        self._set((cl.met if ok else cl.not_met)("hw.cert_auth", *ev))
+
+    def _check_time(self) -> None:
+        kit = self.kit
+        assert kit is not None
+        con = kit.console()
+        set_m = re.search(r"^\d+ I time: clock set from (\S+): (\S+)", con, re.M)
+        conn_m = re.search(r"^\d+ I device: connecting to", con, re.M)
+        answered = [ln for ln in self._read(self.bench.layout.ntp_log).splitlines()
+                    if ln.endswith("answered") and float(ln.split()[0]) >= self.t_power_on]
+        broker_fail = [ln for ln in self.bench.broker_log().splitlines()
+                       if "failed" in ln and ln[:19] >= time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                                      time.localtime(self.t_power_on))]
+        ok = bool(set_m and conn_m and set_m.start() < conn_m.start() and answered)
+        ev = [f"kit powered on with its RTC at {POWER_ON_TIME}"]
+        if answered:
+            ev.append(f"bench NTP server answered the kit at {_ts(float(answered[0].split()[0]))}")
+        if set_m:
+            ev.append(f"console: clock set from {set_m.group(1)} to {set_m.group(2)} "
+                      f"before the first connect")
+        ev.append(f"failed TLS attempts at the broker since power-on: {len(broker_fail)}")
+        self._set((cl.met if ok and not broker_fail else cl.not_met)("lens.time_before_connect", *ev))
+
+    def _check_static(self) -> None:
+        findings = scan(firmware_files(), [self.bench.layout.root.name, "localhost"])
+        files = len(firmware_files())
+        if findings:
+            self._set(cl.not_met("hw.no_hardcoded_urls", *findings[:10]))
+        else:
+            self._set(cl.met(
+                "hw.no_hardcoded_urls",
+                f"{files} firmware files scanned: no URL, AWS endpoint, IP address or bench host name",
+                f"endpoint and port (localhost:{self.bench.port}, chosen at random when the bench "
+                f"started) reached the device only through config.json",
+            ))
+
+    def _check_offline(self, obs: Observer) -> None:
+        kit = self.kit
+        assert kit is not None
+        shadow_acc = f"$aws/things/{self.thing}/shadow/update/accepted"
+        t_kill = time.time()
+        kit.power_off()
+        limit = 1.5 * self.keepalive_s
+        m = obs.wait(lambda m: m.topic == shadow_acc and
+                     (m.json() or {}).get("state", {}).get("reported", {}).get("connected") is False,
+                     limit + 2, since=t_kill)
+        if m is None:
+            self._set(cl.not_met("lens.offline_state",
+                                 f"no reported.connected=false within {limit:.0f} s of power-off"))
+            return
+        self._set(cl.met("lens.offline_state",
+                         f"{_ts(t_kill)} kit power cut (SIGKILL)",
+                         f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
+                         f"offline after {m.t - t_kill:.2f} s (limit 1.5 x keepalive = {limit:.0f} s)"))
+
+    # -- helpers -------------------------------------------------------------------
+    def _tail(self) -> str:
+        kit = self.kit
+        lines = kit.console().splitlines()[-6:] if kit else []
+        return "console tail: " + " | ".join(lines)
+
+    @staticmethod
+    def _read(p: Path) -> str:
+        try:
+            return p.read_text()
+        except FileNotFoundError:
+            return ""
+
+
+def validate_sim(root: Path | None = None) -> tuple[list[cl.Result], dict]:
+    """Run the validation in ``root`` (a temporary directory if None)."""
+    t0 = time.time()
+    if root is None:
+        with tempfile.TemporaryDirectory(prefix="thingkit-validate-") as d:
+            v = SimValidation(Path(d))
+            results = v.run()
+    else:
+        v = SimValidation(Path(root))
+        results = v.run()
+    return results, {"board": "sim", "thing": v.thing, "duration_s": round(time.time() - t0, 2)}

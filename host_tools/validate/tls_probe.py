@@ -1,0 +1,36 @@
+"""Probe the broker's TLS listener from the host: which versions it accepts, and
+whether it refuses a client without a certificate."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+
+def handshake(port: int, ca: Path, version: ssl.TLSVersion, cert: tuple[Path, Path] | None) -> str | None:
+    """Try one TLS handshake pinned to ``version``; return the version negotiated or None.
+
+    With TLS 1.3 and no client certificate, a refusal only shows on the first read, so
+    this also reads once after the handshake.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(ca))
+    ctx.minimum_version = ctx.maximum_version = version
+    if version < ssl.TLSVersion.TLSv1_2:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    if cert is not None:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                negotiated = s.version()
+                s.settimeout(0.5)
+                try:
+                    if s.recv(1) == b"":
+                        return None
+                except (TimeoutError, socket.timeout):
+                    pass
+                return negotiated
+    except (ssl.SSLError, OSError):
+        return None
