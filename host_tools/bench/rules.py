@@ -39,8 +39,12 @@ def offline_thing(topic: str, payload: bytes, prefix: str) -> str | None:
     return parts[1]
 
 
-def attach(client: mqtt.Client, engine: ShadowEngine, prefix: str = "thingkit") -> None:
-    """Subscribe to status topics and run the offline rule on each new message."""
+def attach(client: mqtt.Client, engine: ShadowEngine, prefix: str = "thingkit") -> int:
+    """Subscribe to status topics and run the offline rule on each new message.
+
+    Returns:
+        The message id of the SUBSCRIBE, so the caller can wait for its SUBACK.
+    """
     filt = f"{prefix}/+/status"
 
     def on_status(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -58,4 +62,4 @@ def attach(client: mqtt.Client, engine: ShadowEngine, prefix: str = "thingkit") 
             log.exception("offline rule failed for %s", thing)
 
     client.message_callback_add(filt, on_status)
-    client.subscribe(filt, qos=1)
+    return client.subscribe(filt, qos=1)[1]

@@ -44,15 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     shadow_service.attach(client, engine, log)
     client.reconnect_delay_set(min_delay=1, max_delay=4)
     prev = client.on_connect
+    last_sub = {"mid": None}
 
     def on_connect(c, userdata, flags, rc, props):  # noqa: ANN001
         if prev is not None:
             prev(c, userdata, flags, rc, props)
-        rules.attach(c, engine, args.topic_prefix)
-        log.info("services ready (broker %d, ntp %d)", args.port, ntp.port)
-        (layout.root / "services.ready").write_text("ready\n")
+        # Subscribed last: its SUBACK means every subscription before it is in place.
+        last_sub["mid"] = rules.attach(c, engine, args.topic_prefix)
+
+    def on_subscribe(c, userdata, mid, reason_codes, props):  # noqa: ANN001
+        if mid == last_sub["mid"]:
+            log.info("services ready (broker %d, ntp %d)", args.port, ntp.port)
+            (layout.root / "services.ready").write_text("ready\n")
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     clients.connect(client, args.port)
     stop.wait()
     log.info("stopping")

@@ -81,9 +81,9 @@ class SimValidation:
         self._check_online_topic(status)
         self._check_shadow(obs, acc)
         self._check_subscribe(obs)
+        self._check_time()
         self._check_tls()
         self._check_cert_auth()
-        self._check_time()
         self._check_static()
         self._check_offline(obs)
 
@@ -177,9 +177,13 @@ class SimValidation:
         conn_m = re.search(r"^\d+ I device: connecting to", con, re.M)
         answered = [ln for ln in self._read(self.bench.layout.ntp_log).splitlines()
                     if ln.endswith("answered") and float(ln.split()[0]) >= self.t_power_on]
-        broker_fail = [ln for ln in self.bench.broker_log().splitlines()
-                       if "failed" in ln and ln[:19] >= time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                                      time.localtime(self.t_power_on))]
+        # TLS failures at the broker between power-on and the kit's first session.
+        blog = self.bench.broker_log()
+        line = self._kit_connect_line()
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.t_power_on))
+        window = blog[: line.start()] if line else blog
+        broker_fail = [ln for ln in window.splitlines()
+                       if ln[:19] >= start and ("failed" in ln or "OpenSSL Error" in ln)]
         ok = bool(set_m and conn_m and set_m.start() < conn_m.start() and answered)
         ev = [f"kit powered on with its RTC at {POWER_ON_TIME}"]
         if answered:
