@@ -49,7 +49,7 @@ class App1:
         try:
             req = json.loads(msg)
             pid = req.get("id") if isinstance(req, dict) else None
-        except ValueError:
+        except Exception:  # ValueError, or UnicodeError for bytes that are not UTF-8
             pid = None
         self.pings += 1
         body = {"thing": self.thing, "id": pid, "rx_ts": rx, "ts": clock.unix_ms(),

@@ -26,6 +26,10 @@ import time
 
 from umqtt.simple import MQTTClient, MQTTException  # noqa: F401  (re-exported)
 
+from tk.log import Logger
+
+_log = Logger("mqtt")
+
 
 class Client(MQTTClient):
     def __init__(self, client_id, server, port, keepalive_s, ssl_params, timeout_s=10):
@@ -46,9 +50,15 @@ class Client(MQTTClient):
         self._handlers[topic] = handler
 
     def _dispatch(self, topic, msg):
+        # A bad message must never end the session: a handler that raises is logged
+        # and the connection goes on.
         h = self._handlers.get(bytes(topic))
-        if h is not None:
+        if h is None:
+            return
+        try:
             h(topic, msg)
+        except Exception as e:
+            _log.warn("handler for %s failed: %r", bytes(topic), e)
 
     def connect(self, clean_session=True):
         self.ping_outstanding = False

@@ -31,7 +31,7 @@ class ShadowTimeout(Exception):
 
 
 class Shadow:
-    def __init__(self, client, thing, name=None, timeout_ms=10000):
+    def __init__(self, client, thing, name=None, timeout_ms=5000):
         self.client = client
         if name:
             self.base = "$aws/things/%s/shadow/name/%s/" % (thing, name)
@@ -62,8 +62,10 @@ class Shadow:
     def _on_reply(self, topic, msg):
         try:
             doc = json.loads(msg)
-        except ValueError:
+        except Exception:
             _log.warn("unparsable reply on %s", topic)
+            return
+        if not isinstance(doc, dict):
             return
         if self._waiting is not None and doc.get("clientToken") == self._waiting:
             self._reply = (bytes(topic)[len(self.base):], doc)
@@ -74,25 +76,33 @@ class Shadow:
             state = doc["state"]
             if not isinstance(state, dict):
                 raise ValueError("state is not an object")
-        except (ValueError, KeyError) as e:
+        except Exception as e:  # ValueError, KeyError, TypeError, UnicodeError
             _log.warn("ignoring bad delta: %r", e)
             return
         if self.on_delta is not None:
             self.on_delta(state, doc.get("version"))
 
-    def _request(self, op, body):
+    def _request(self, op, body, attempts=2):
+        """Publish a request and wait for its reply; an unanswered request is sent once
+        more with the same clientToken (get is idempotent; a repeated conditional
+        update ends in 409, which update() handles)."""
         token = self._token()
         body["clientToken"] = token
+        payload = json.dumps(body).encode()
         self._waiting, self._reply = token, None
         try:
-            self.client.publish(self.base + op, json.dumps(body).encode(), False, 1)
-            t0 = time.ticks_ms()
-            while self._reply is None:
-                left = self.timeout_ms - time.ticks_diff(time.ticks_ms(), t0)
-                if left <= 0:
-                    raise ShadowTimeout("no reply to %s" % op.decode())
-                self.client.poll(min(left, 1000))
-            return self._reply
+            for _ in range(attempts):
+                self.client.publish(self.base + op, payload, False, 1)
+                t0 = time.ticks_ms()
+                while self._reply is None:
+                    left = self.timeout_ms - time.ticks_diff(time.ticks_ms(), t0)
+                    if left <= 0:
+                        break
+                    self.client.poll(min(left, 1000))
+                if self._reply is not None:
+                    return self._reply
+                _log.warn("no reply to %s in %d ms", op.decode(), self.timeout_ms)
+            raise ShadowTimeout("no reply to %s" % op.decode())
         finally:
             self._waiting = None
 

@@ -157,16 +157,23 @@ class Bench:
             "things": sorted(self.things()),
         }
 
-    def restart_broker(self) -> None:
-        """Stop and start mosquitto on the same port (services reconnect by themselves)."""
+    def restart_broker(self, timeout: float = 15.0) -> None:
+        """Stop and start mosquitto on the same port; return once the services are back."""
         st = self.state
+        ready = self.layout.root / "services.ready"
+        ready.unlink(missing_ok=True)
         procs.stop(st.get("broker_pid"))
         log_mark = self._log_size()
         pid = self._spawn_broker()
         st["broker_pid"] = pid
         self.layout.write_state(st)
-        if not self._wait_broker_running(log_mark, 15):
+        if not self._wait_broker_running(log_mark, timeout):
             raise UserError("mosquitto did not restart", where=str(self.layout.broker_log))
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if time.monotonic() > deadline:
+                raise UserError("bench services did not reconnect", where=str(self.layout.services_log))
+            time.sleep(0.05)
 
     def stop_broker(self) -> None:
         """Stop mosquitto only (to test devices against a broker that is down)."""

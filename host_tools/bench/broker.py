@@ -58,7 +58,12 @@ def render_conf(layout: BenchLayout, port: int) -> str:
         "user root",
         "per_listener_settings false",
         "allow_anonymous false",
-        "persistence false",
+        # Persistence keeps the bench services' session (clean_session=0) and retained
+        # messages across a broker restart: requests devices send while the services
+        # reconnect are queued for them, as AWS's always-on services would see them.
+        "persistence true",
+        f"persistence_location {layout.root}/",
+        "autosave_interval 10",
         f"acl_file {layout.acl}",
         f"max_packet_size {MAX_PACKET}",
         "max_keepalive 1200",

@@ -12,13 +12,19 @@ from host_tools.bench.layout import BenchLayout
 from host_tools.errors import UserError
 
 
-def make_client(layout: BenchLayout, cn: str, client_id: str | None = None) -> mqtt.Client:
-    """A paho client with the bench identity ``cn``, TLS 1.2, server checked by name."""
+def make_client(
+    layout: BenchLayout, cn: str, client_id: str | None = None, persistent: bool = False
+) -> mqtt.Client:
+    """A paho client with the bench identity ``cn``, TLS 1.2, server checked by name.
+
+    ``persistent`` asks for a persistent session (clean_session=0): the broker keeps its
+    subscriptions and queues QoS 1 messages while it is disconnected.
+    """
     c = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id or cn,
         protocol=mqtt.MQTTv311,
-        clean_session=True,
+        clean_session=not persistent,
     )
     cert, key = layout.identity(cn)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ntp = SNTPServer(args.ntp_port, layout.ntp_control, layout.ntp_log)
     ntp.start()
     engine = ShadowEngine(layout.shadows)
-    client = clients.make_client(layout, SERVICES_CN)
+    client = clients.make_client(layout, SERVICES_CN, persistent=True)
     shadow_service.attach(client, engine, log)
-    client.reconnect_delay_set(min_delay=1, max_delay=4)
+    client.reconnect_delay_set(min_delay=1, max_delay=1)
     prev = client.on_connect
     last_sub = {"mid": None}
 

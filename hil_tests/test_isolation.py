@@ -1,0 +1,69 @@
+"""Least privilege on the bench (IoT Lens BP 1.2): a thing's certificate reaches only its
+own topics, shadow and jobs."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+from cryptography.x509 import load_der_x509_certificate
+from paho.mqtt.enums import CallbackAPIVersion
+
+pytestmark = pytest.mark.slow
+
+
+def _client_as_kit(bench, kit, tmp_path) -> mqtt.Client:
+    cert = load_der_x509_certificate((kit.flash / "certs/device.crt.der").read_bytes())
+    key = load_der_private_key((kit.flash / "certs/device.key.der").read_bytes(), None)
+    cp, kp = tmp_path / f"{kit.thing}.crt", tmp_path / f"{kit.thing}.key"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=kit.thing)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=str(bench.layout.server_ca_pem))
+    ctx.load_cert_chain(str(cp), str(kp))
+    c.tls_set_context(ctx)
+    got = threading.Event()
+    c.on_connect = lambda *a: got.set()
+    c.connect("127.0.0.1", bench.port)
+    c.loop_start()
+    assert got.wait(5)
+    return c
+
+
+def test_thing_cannot_reach_another_things_topics(bench, make_kit, observer, tmp_path):
+    a, b = make_kit(bench), make_kit(bench)
+    ca = _client_as_kit(bench, a, tmp_path)
+    received = []
+    ca.on_message = lambda c, u, m: received.append(m.topic)
+    try:
+        subs = [f"thingkit/{b.thing}/#", f"$aws/things/{b.thing}/shadow/#",
+                f"$aws/things/{b.thing}/jobs/#", f"thingkit/{a.thing}/#"]
+        for s in subs:
+            ca.subscribe(s, 1)
+        time.sleep(0.3)
+        t0 = time.time()
+        forged = [f"thingkit/{b.thing}/status", f"$aws/things/{b.thing}/shadow/update",
+                  f"$aws/things/{b.thing}/jobs/start-next"]
+        for topic in forged:
+            ca.publish(topic, b'{"state":{"reported":{"connected":true}}}', qos=1).wait_for_publish(3)
+        # Positive control: the same certificate may use its own topic.
+        ca.publish(f"thingkit/{a.thing}/status", b'{"state":"test"}', qos=1).wait_for_publish(3)
+        own = observer.wait(lambda m: m.topic == f"thingkit/{a.thing}/status", 5, since=t0)
+        assert own is not None, "positive control failed: the kit's own topic was refused"
+        # Things published by the operator into B's topics must not reach A.
+        observer.publish(f"thingkit/{b.thing}/ping", {"id": "x"})
+        time.sleep(1.0)
+        for topic in forged:
+            assert observer.find(lambda m, t=topic: m.topic == t, since=t0) is None, topic
+        assert observer.shadow_get(b.thing) is None, "A created B's shadow"
+        assert all(t.startswith(f"thingkit/{a.thing}/") for t in received), received
+    finally:
+        ca.disconnect()
+        ca.loop_stop()

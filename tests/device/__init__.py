@@ -1,0 +1,1 @@
+# A package, so these test modules' names (test_config, ...) cannot clash with tests/host.
