@@ -36,10 +36,14 @@ class App1:
         self.fw = fw
         self.pings = 0
 
+    def subscriptions(self):
+        """Register the ping handler; return the filters App #1 needs."""
+        self.client.on(self.topics.ping, self._on_ping)
+        return [self.topics.ping]
+
     def start(self, boot_info):
+        """Announce online (call once subscribed and the shadow is synced)."""
         c = self.client
-        c.on(self.topics.ping, self._on_ping)
-        c.subscribe(self.topics.ping, 1)
         c.publish(self.topics.status, status_message(self.thing, "online", self.fw, boot_info),
                   True, 1)
         _log.info("online message published on %s", self.topics.status.decode())

@@ -49,7 +49,8 @@ class Session:
         t0 = time.ticks_ms()
         self.client.connect()
         _log.info("mqtt connected (tls+connack %d ms)", time.ticks_diff(time.ticks_ms(), t0))
-        self.shadow.subscribe()
+        # Every subscription in one SUBSCRIBE: one round trip to the cloud.
+        self.client.subscribe_many(self.shadow.topics() + self.app1.subscriptions(), 1)
         self.sync_shadow()
         self.app1.start(self.boot_info)
 

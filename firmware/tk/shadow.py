@@ -45,14 +45,20 @@ class Shadow:
         self._waiting = None  # the clientToken we wait for
         self._reply = None  # (suffix, doc)
 
-    def subscribe(self):
-        """Subscribe to the reply and delta topics (before any request, as AWS advises)."""
+    def topics(self):
+        """Register handlers; return the filters to subscribe to before any request
+        (as AWS advises), so the caller can subscribe to them in one packet."""
         c = self.client
+        out = []
         for suffix in _REPLIES:
             c.on(self.base + suffix, self._on_reply)
-            c.subscribe(self.base + suffix, 1)
+            out.append(self.base + suffix)
         c.on(self.base + b"update/delta", self._on_delta)
-        c.subscribe(self.base + b"update/delta", 1)
+        out.append(self.base + b"update/delta")
+        return out
+
+    def subscribe(self):
+        self.client.subscribe_many(self.topics(), 1)
 
     def _token(self):
         # Tokens stay far under AWS's 64-byte limit whatever the thing name.

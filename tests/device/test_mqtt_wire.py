@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -51,10 +52,11 @@ def test_subscribe_short_topic_exact_bytes(mpy):
     r = run(mpy, """
         s.feed(b"\\x90\\x03\\x00\\x01\\x01")
         granted = c.subscribe(b"a/b", 1)
-        out({"tx": hx(s.take()), "granted": granted, "left": len(s.rx)})
+        out({"tx": hx(s.take()), "granted": granted, "left": len(s.rx), "writes": len(s.writes)})
     """)
     assert bytes.fromhex(r["tx"]) == b"\x82\x08\x00\x01\x00\x03a/b\x01"
     assert r["granted"] == 1 and r["left"] == 0
+    assert r["writes"] == 1  # one write: one TLS record
 
 
 def test_subscribe_200_byte_topic_uses_two_byte_length(mpy):
@@ -105,6 +107,35 @@ def test_subscribe_packet_ids_increase(mpy):
     assert bytes.fromhex(r["tx"]) == (b"\x82\x06\x00\x01\x00\x01a\x01"
                                       b"\x82\x06\x00\x02\x00\x01b\x00")
     assert r["granted"] == [1, 0] and r["pid"] == 2
+
+
+def test_subscribe_many_one_packet_one_write(mpy):
+    topics = [b"$aws/things/kit-1/shadow/get/accepted", b"k/ping", b"x" * 130]
+    r = run(mpy, """
+        s.feed(b"\\x90\\x05\\x00\\x01\\x01\\x00\\x01")
+        granted = c.subscribe_many([b"$aws/things/kit-1/shadow/get/accepted", b"k/ping",
+                                    b"x" * 130], 1)
+        out({"writes": [hx(w) for w in s.writes], "granted": granted, "left": len(s.rx)})
+    """)
+    body = b"\x00\x01" + b"".join(mqtt_str(t) + b"\x01" for t in topics)
+    assert [bytes.fromhex(w) for w in r["writes"]] == [b"\x82" + varlen(len(body)) + body]
+    assert r["granted"] == [1, 0, 1] and r["left"] == 0
+
+
+@pytest.mark.parametrize("suback, error", [
+    (b"\x90\x04\x00\x01\x01\x01", "bad SUBACK"),            # two codes for three filters
+    (b"\x90\x05\x00\x02\x01\x01\x01", "bad SUBACK"),        # another packet id
+    (b"\x90\x05\x00\x01\x01\x80\x01", 0x80),                # one filter refused
+])
+def test_subscribe_many_bad_suback(mpy, suback, error):
+    r = run(mpy, f"""
+        s.feed(bytes.fromhex("{suback.hex()}"))
+        try:
+            out(c.subscribe_many([b"a", b"b", b"c"], 1))
+        except MQTTException as e:
+            out(err(e))
+    """)
+    assert r == ["MQTTException", error]
 
 
 def test_suback_refusal_raises(mpy):
@@ -216,6 +247,29 @@ def test_poll_processes_one_packet_when_data_is_ready(mpy):
     assert r["got"] == [["61", "31"], ["61", "32"]]
     assert bytes.fromhex(r["tx"]) == b"\x40\x02\x00\x01"
     assert r["timeouts"] == [50, 50, 50, 50]
+
+
+def test_handler_exception_does_not_end_the_session(mpy):
+    p1 = publish_pkt(b"a", b"boom", qos=1, pid=3)
+    p2 = publish_pkt(b"a", b"fine", qos=1, pid=4)
+    out = mpy(PRE + f"""
+def bad(topic, msg):
+    if msg == b"boom":
+        raise ValueError("bad payload")
+    handler(topic, msg)
+c.on(b"a", bad)
+s.feed(bytes.fromhex("{(p1 + p2).hex()}"))
+r1 = c.wait_msg()
+r2 = c.wait_msg()
+out({{"ret": [r1, r2], "tx": hx(s.take()), "got": got}})
+""")
+    from .harness import parse_json_lines
+
+    [r] = parse_json_lines(out)
+    assert r == {"ret": [None, None], "tx": "4002000340020004",
+                 "got": [[b"a".hex(), b"fine".hex()]]}
+    assert re.search(r"^\d+ W mqtt: handler for b'a' failed: ValueError\('bad payload',\)$",
+                     out, re.M)
 
 
 # -- PINGREQ / PINGRESP, EOF ---------------------------------------------------------------

@@ -86,11 +86,13 @@ class FakeMQTT:
 
     publish() is recorded and handed to ``responder(topic, msg)`` (if set), which may
     queue replies with inject(); poll() delivers one queued message to its handler.
+    Handlers are called directly: an exception in one reaches the caller of poll().
     """
 
     def __init__(self):
         self.handlers = {}
-        self.subs = []
+        self.subs = []  # (topic, qos) for every filter subscribed
+        self.sub_packets = []  # [[topic, ...], qos] per SUBSCRIBE packet
         self.pubs = []  # (topic, msg, retain, qos)
         self.queue = []
         self.responder = None
@@ -100,8 +102,13 @@ class FakeMQTT:
         self.handlers[topic] = handler
 
     def subscribe(self, topic, qos=0):
-        self.subs.append((topic, qos))
-        return qos
+        return self.subscribe_many((topic,), qos)[0]
+
+    def subscribe_many(self, topics, qos=1):
+        self.sub_packets.append([list(topics), qos])
+        for t in topics:
+            self.subs.append((t, qos))
+        return [qos] * len(topics)
 
     def publish(self, topic, msg, retain=False, qos=0):
         self.pubs.append((topic, msg, retain, qos))
