@@ -30,11 +30,20 @@ TARGET = 2.0
 
 def _bare(kit, bench: Bench) -> float:
     f = kit.flash
-    argv = [micropython_binary(), "-X", f"heapsize={kit.heap}", str(Path(__file__).with_name("bare_connect.py")),
-            "localhost", str(bench.port), kit.thing, str(f / "certs/device.crt.der"),
-            str(f / "certs/device.key.der"), str(f / "certs/server-ca.der")]
+    argv = [
+        micropython_binary(),
+        "-X",
+        f"heapsize={kit.heap}",
+        str(Path(__file__).with_name("bare_connect.py")),
+        "localhost",
+        str(bench.port),
+        kit.thing,
+        str(f / "certs/device.crt.der"),
+        str(f / "certs/device.key.der"),
+        str(f / "certs/server-ca.der"),
+    ]
     t0 = time.perf_counter()
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     dt = time.perf_counter() - t0
     if "puback" not in out.stdout:
         raise RuntimeError(f"bare script failed: {out.stdout}{out.stderr}")
@@ -46,13 +55,19 @@ def _kit(kit, obs: Observer) -> float:
     since = time.time()
     t0 = time.perf_counter()
     kit.power_on()
-    m = obs.wait(lambda m: m.topic == topic and (m.json() or {}).get("state", {}).get(
-        "reported", {}).get("connected") is True, 30, since=since)
+    m = obs.wait(
+        lambda m: (
+            m.topic == topic
+            and (m.json() or {}).get("state", {}).get("reported", {}).get("connected") is True
+        ),
+        30,
+        since=since,
+    )
     dt = time.perf_counter() - t0
     kit.power_off()
     if m is None:
         raise RuntimeError("kit did not report connected within 30 s:\n" + kit.console())
-    return m.t - since if m.t - since < dt else dt
+    return min(dt, m.t - since)
 
 
 def run(runs: int) -> dict:
@@ -75,9 +90,16 @@ def run(runs: int) -> dict:
         finally:
             bench.down()
     kb, bb = statistics.median(full), statistics.median(bare)
-    return {"benchmark": "boot_to_online", "runs": runs, "kit_median_s": round(kb, 4),
-            "bare_median_s": round(bb, 4), "ratio": round(kb / bb, 2), "target_ratio": TARGET,
-            "kit_s": [round(x, 4) for x in full], "bare_s": [round(x, 4) for x in bare]}
+    return {
+        "benchmark": "boot_to_online",
+        "runs": runs,
+        "kit_median_s": round(kb, 4),
+        "bare_median_s": round(bb, 4),
+        "ratio": round(kb / bb, 2),
+        "target_ratio": TARGET,
+        "kit_s": [round(x, 4) for x in full],
+        "bare_s": [round(x, 4) for x in bare],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(r))
     else:
-        print(f"boot_to_online: kit {r['kit_median_s'] * 1000:.0f} ms (power-on to shadow "
-              f"connected:true), bare TLS+CONNECT+PUBLISH {r['bare_median_s'] * 1000:.0f} ms, "
-              f"ratio {r['ratio']:.2f} (target <= {TARGET}), median of {r['runs']} runs")
+        print(
+            f"boot_to_online: kit {r['kit_median_s'] * 1000:.0f} ms (power-on to shadow "
+            f"connected:true), bare TLS+CONNECT+PUBLISH {r['bare_median_s'] * 1000:.0f} ms, "
+            f"ratio {r['ratio']:.2f} (target <= {TARGET}), median of {r['runs']} runs"
+        )
     return 0
 
 

@@ -22,16 +22,22 @@ from host_tools.kit.sim import SimKit
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("thingkit HIL")
-    g.addoption("--target", default="sim", choices=["sim", "serial"],
-                help="sim: virtual kit (default); serial: a board on --port")
+    g.addoption(
+        "--target",
+        default="sim",
+        choices=["sim", "serial"],
+        help="sim: virtual kit (default); serial: a board on --port",
+    )
     g.addoption("--port", default=None, help="pyserial URL of the board (serial target)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--target") == "sim":
         return
-    skip = pytest.mark.skip(reason="serial target: not implemented yet (HIL on real boards is "
-                                   "its own issue); run with --target sim")
+    skip = pytest.mark.skip(
+        reason="serial target: not implemented yet (HIL on real boards is "
+        "its own issue); run with --target sim"
+    )
     for item in items:
         if "hil_tests" in item.nodeid:
             item.add_marker(skip)

@@ -9,8 +9,10 @@ import time
 
 from host_tools.bench.observer import Message, Observer
 
-RETRY_RX = re.compile(r"^(\d+) I device: reconnect in (\d+) ms \(attempt (\d+), window (\d+) ms\)", re.M)
-CONNECTING_RX = re.compile(r"^(\d+) I device: connecting to", re.M)
+RETRY_RX = re.compile(
+    r"^(\d+) I device: reconnect in (\d+) ms \(attempt (\d+), window (\d+) ms\)", re.MULTILINE
+)
+CONNECTING_RX = re.compile(r"^(\d+) I device: connecting to", re.MULTILINE)
 
 
 def reported(m: Message) -> dict:
@@ -18,11 +20,14 @@ def reported(m: Message) -> dict:
     return d.get("state", {}).get("reported", {}) if isinstance(d, dict) else {}
 
 
-def wait_connected(obs: Observer, thing: str, value: bool, timeout: float, since: float = 0.0) -> Message | None:
+def wait_connected(
+    obs: Observer, thing: str, value: bool, timeout: float, since: float = 0.0
+) -> Message | None:
     """The first update/accepted of ``thing`` that sets reported.connected to ``value``."""
     topic = f"$aws/things/{thing}/shadow/update/accepted"
-    return obs.wait(lambda m: m.topic == topic and reported(m).get("connected") is value,
-                    timeout, since=since)
+    return obs.wait(
+        lambda m: m.topic == topic and reported(m).get("connected") is value, timeout, since=since
+    )
 
 
 class ConnectRecorder:

@@ -20,8 +20,9 @@ def test_online_message_shadow_and_ping(bench, make_kit, observer):
     acc = wait_connected(observer, kit.thing, True, 30, since=t0)
     assert acc is not None, kit.console()
 
-    status = observer.wait(lambda m: m.topic == f"thingkit/{kit.thing}/status" and not m.retain,
-                           5, since=t0)
+    status = observer.wait(
+        lambda m: m.topic == f"thingkit/{kit.thing}/status" and not m.retain, 5, since=t0
+    )
     doc = status.json()
     assert doc["state"] == "online" and doc["thing"] == kit.thing
     assert abs(doc["ts"] / 1000 - time.time()) < 60, "device timestamp is not NTP time"
@@ -33,8 +34,11 @@ def test_online_message_shadow_and_ping(bench, make_kit, observer):
 
     nonce = uuid.uuid4().hex
     t1 = observer.publish(f"thingkit/{kit.thing}/ping", {"id": nonce})
-    pong = observer.wait(lambda m: m.topic == f"thingkit/{kit.thing}/pong"
-                         and (m.json() or {}).get("id") == nonce, 5, since=t1)
+    pong = observer.wait(
+        lambda m: m.topic == f"thingkit/{kit.thing}/pong" and (m.json() or {}).get("id") == nonce,
+        5,
+        since=t1,
+    )
     assert pong is not None, kit.console()
     assert pong.json()["thing"] == kit.thing
 
@@ -49,8 +53,11 @@ def test_ping_with_garbage_payload_is_answered_and_kit_survives(bench, make_kit,
     assert pong is not None and pong.json()["id"] is None
     nonce = uuid.uuid4().hex
     t2 = observer.publish(f"thingkit/{kit.thing}/ping", {"id": nonce})
-    assert observer.wait(lambda m: m.topic == f"thingkit/{kit.thing}/pong"
-                         and (m.json() or {}).get("id") == nonce, 5, since=t2)
+    assert observer.wait(
+        lambda m: m.topic == f"thingkit/{kit.thing}/pong" and (m.json() or {}).get("id") == nonce,
+        5,
+        since=t2,
+    )
 
 
 def test_shadow_offline_after_power_cut_and_online_after_reboot(bench, make_kit, observer):
@@ -64,8 +71,12 @@ def test_shadow_offline_after_power_cut_and_online_after_reboot(bench, make_kit,
     off = wait_connected(observer, kit.thing, False, 1.5 * 30, since=t_kill)
     assert off is not None, "shadow not offline within 1.5 x keepalive"
     assert observer.shadow_get(kit.thing)["state"]["reported"]["connected"] is False
-    lwt = observer.find(lambda m: m.topic == f"thingkit/{kit.thing}/status"
-                        and (m.json() or {}).get("state") == "offline", since=t_kill)
+    lwt = observer.find(
+        lambda m: (
+            m.topic == f"thingkit/{kit.thing}/status" and (m.json() or {}).get("state") == "offline"
+        ),
+        since=t_kill,
+    )
     assert lwt is not None and lwt.json()["reason"] == "connection_lost"
 
     t_on = time.time()
@@ -82,15 +93,29 @@ def test_settings_delta_applied_and_bad_value_refused(bench, make_kit, observer)
 
     acc_topic = f"$aws/things/{kit.thing}/shadow/update/accepted"
     t1 = time.time()
-    observer.shadow_request(kit.thing, "update", {"state": {"desired": {"settings": {"log_level": "warn"}}}})
-    m = observer.wait(lambda m: m.topic == acc_topic
-                      and reported(m).get("settings", {}).get("log_level") == "warn", 5, since=t1)
+    observer.shadow_request(
+        kit.thing, "update", {"state": {"desired": {"settings": {"log_level": "warn"}}}}
+    )
+    m = observer.wait(
+        lambda m: (
+            m.topic == acc_topic and reported(m).get("settings", {}).get("log_level") == "warn"
+        ),
+        5,
+        since=t1,
+    )
     assert m is not None, kit.console()
 
     t2 = time.time()
-    observer.shadow_request(kit.thing, "update", {"state": {"desired": {"settings": {"log_level": "loud"}}}})
-    m = observer.wait(lambda m: m.topic == acc_topic
-                      and reported(m).get("settings_rejected", {}).get("log_level"), 5, since=t2)
+    observer.shadow_request(
+        kit.thing, "update", {"state": {"desired": {"settings": {"log_level": "loud"}}}}
+    )
+    m = observer.wait(
+        lambda m: (
+            m.topic == acc_topic and reported(m).get("settings_rejected", {}).get("log_level")
+        ),
+        5,
+        since=t2,
+    )
     assert m is not None, kit.console()
     rep = reported(m)
     assert rep["settings"]["log_level"] == "warn", "device must keep its previous value"
@@ -114,4 +139,5 @@ def test_shadow_documents_survive_bench_restart(own_bench, make_kit):
     assert after is not None
     assert after["version"] >= before["version"]
     assert json.dumps(after["state"]["reported"]["settings"]) == json.dumps(
-        before["state"]["reported"]["settings"])
+        before["state"]["reported"]["settings"]
+    )

@@ -22,8 +22,13 @@ def _client_as_kit(bench, kit, tmp_path) -> mqtt.Client:
     key = load_der_private_key((kit.flash / "certs/device.key.der").read_bytes(), None)
     cp, kp = tmp_path / f"{kit.thing}.crt", tmp_path / f"{kit.thing}.key"
     cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                     serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    kp.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=kit.thing)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cafile=str(bench.layout.server_ca_pem))
@@ -43,16 +48,25 @@ def test_thing_cannot_reach_another_things_topics(bench, make_kit, observer, tmp
     received = []
     ca.on_message = lambda c, u, m: received.append(m.topic)
     try:
-        subs = [f"thingkit/{b.thing}/#", f"$aws/things/{b.thing}/shadow/#",
-                f"$aws/things/{b.thing}/jobs/#", f"thingkit/{a.thing}/#"]
+        subs = [
+            f"thingkit/{b.thing}/#",
+            f"$aws/things/{b.thing}/shadow/#",
+            f"$aws/things/{b.thing}/jobs/#",
+            f"thingkit/{a.thing}/#",
+        ]
         for s in subs:
             ca.subscribe(s, 1)
         time.sleep(0.3)
         t0 = time.time()
-        forged = [f"thingkit/{b.thing}/status", f"$aws/things/{b.thing}/shadow/update",
-                  f"$aws/things/{b.thing}/jobs/start-next"]
+        forged = [
+            f"thingkit/{b.thing}/status",
+            f"$aws/things/{b.thing}/shadow/update",
+            f"$aws/things/{b.thing}/jobs/start-next",
+        ]
         for topic in forged:
-            ca.publish(topic, b'{"state":{"reported":{"connected":true}}}', qos=1).wait_for_publish(3)
+            ca.publish(topic, b'{"state":{"reported":{"connected":true}}}', qos=1).wait_for_publish(
+                3
+            )
         # Positive control: the same certificate may use its own topic.
         ca.publish(f"thingkit/{a.thing}/status", b'{"state":"test"}', qos=1).wait_for_publish(3)
         own = observer.wait(lambda m: m.topic == f"thingkit/{a.thing}/status", 5, since=t0)

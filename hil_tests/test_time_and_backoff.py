@@ -27,7 +27,9 @@ def test_no_tls_before_ntp_then_connects_once_ntp_answers(own_bench, make_kit):
     kit = make_kit(own_bench)
     before = _kit_connections(own_bench)
     kit.power_on()
-    kit.wait_for(r"time not synced \(clock never set\).*\n(.*\n)*.*time not synced \(clock never set\)", 20)
+    kit.wait_for(
+        r"time not synced \(clock never set\).*\n(.*\n)*.*time not synced \(clock never set\)", 20
+    )
     assert _kit_connections(own_bench) == before, "kit opened a connection with its clock at 2000"
     assert "device: connecting" not in kit.console()
     blocked = own_bench.layout.ntp_log.read_text().count("blocked")
@@ -39,8 +41,11 @@ def test_no_tls_before_ntp_then_connects_once_ntp_answers(own_bench, make_kit):
         assert wait_connected(obs, kit.thing, True, 30, since=t_unblock), kit.console()
     con = kit.console()
     assert con.index("I time: clock set from") < con.index("I device: connecting to")
-    answered = [float(ln.split()[0]) for ln in own_bench.layout.ntp_log.read_text().splitlines()
-                if ln.endswith("answered")]
+    answered = [
+        float(ln.split()[0])
+        for ln in own_bench.layout.ntp_log.read_text().splitlines()
+        if ln.endswith("answered")
+    ]
     assert answered and answered[0] >= t_unblock
 
 

@@ -20,7 +20,7 @@ from host_tools.paths import state_home
 log = logging.getLogger("thingkit")
 
 
-def _bench(args: argparse.Namespace):  # noqa: ANN202
+def _bench(args: argparse.Namespace):
     from host_tools.bench.bench import Bench
 
     return Bench(args.root or state_home() / "bench")
@@ -42,8 +42,10 @@ def cmd_bench_up(args: argparse.Namespace) -> int:
     b = _bench(args)
     t0 = time.monotonic()
     st = b.up(port=args.port)
-    print(f"bench up in {time.monotonic() - t0:.1f} s: mqtts://localhost:{st['broker_port']} "
-          f"(TLS 1.2, client certificates), ntp 127.0.0.1:{st['ntp_port']}, state {b.layout.root}")
+    print(
+        f"bench up in {time.monotonic() - t0:.1f} s: mqtts://localhost:{st['broker_port']} "
+        f"(TLS 1.2, client certificates), ntp 127.0.0.1:{st['ntp_port']}, state {b.layout.root}"
+    )
     return 0
 
 
@@ -59,10 +61,14 @@ def cmd_bench_status(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=1))
     else:
         print(f"bench {'up' if st['up'] else 'down'} ({st['root']})")
-        print(f"  broker   pid {st['broker']['pid']} port {st['broker']['port']} "
-              f"{'alive' if st['broker']['alive'] else 'stopped'}")
-        print(f"  services pid {st['services']['pid']} "
-              f"{'alive' if st['services']['alive'] else 'stopped'}; ntp port {st['ntp_port']}")
+        print(
+            f"  broker   pid {st['broker']['pid']} port {st['broker']['port']} "
+            f"{'alive' if st['broker']['alive'] else 'stopped'}"
+        )
+        print(
+            f"  services pid {st['services']['pid']} "
+            f"{'alive' if st['services']['alive'] else 'stopped'}; ntp port {st['ntp_port']}"
+        )
         print(f"  things   {', '.join(st['things']) or '(none)'}")
     return 0 if st["up"] else 3
 
@@ -74,7 +80,7 @@ def cmd_bench_ntp(args: argparse.Namespace) -> int:
 
 
 # -- kit ---------------------------------------------------------------------------
-def _kit(args: argparse.Namespace):  # noqa: ANN202
+def _kit(args: argparse.Namespace):
     from host_tools.kit.sim import SimKit
 
     root = _kits_root(args) / args.name
@@ -137,8 +143,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from host_tools.validate.sim_run import validate_sim
 
     if args.board != "sim":
-        raise UserError(f"validate --board {args.board} is not available yet",
-                        "only the virtual kit (sim) can be validated by this command so far")
+        raise UserError(
+            f"validate --board {args.board} is not available yet",
+            "only the virtual kit (sim) can be validated by this command so far",
+        )
     results, meta = validate_sim(args.workdir)
     print(render_json(results, meta) if args.json else render_text(results, meta))
     return 0 if all(r.status == "met" for r in results) else 1
@@ -149,16 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    deps = sub.add_parser("deps", help="device-side packages").add_subparsers(dest="sub", required=True)
+    deps = sub.add_parser("deps", help="device-side packages").add_subparsers(
+        dest="sub", required=True
+    )
     deps.add_parser("fetch", help="download and verify pinned device packages").set_defaults(
-        func=cmd_deps_fetch)
+        func=cmd_deps_fetch
+    )
 
     bench = sub.add_parser("bench", help="the local AWS IoT stand-in").add_subparsers(
-        dest="sub", required=True)
-    for name, func, hlp in (("up", cmd_bench_up, "start broker, shadow service, rules, NTP"),
-                            ("down", cmd_bench_down, "stop every bench process"),
-                            ("status", cmd_bench_status, "show what runs"),
-                            ("ntp", cmd_bench_ntp, "skew or block the bench NTP server")):
+        dest="sub", required=True
+    )
+    for name, func, hlp in (
+        ("up", cmd_bench_up, "start broker, shadow service, rules, NTP"),
+        ("down", cmd_bench_down, "stop every bench process"),
+        ("status", cmd_bench_status, "show what runs"),
+        ("ntp", cmd_bench_ntp, "skew or block the bench NTP server"),
+    ):
         sp = bench.add_parser(name, help=hlp)
         sp.add_argument("--root", type=Path, help="bench state directory (default .thingkit/bench)")
         sp.set_defaults(func=func)
@@ -171,12 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--block", action="store_true", help="drop requests (NTP outage)")
 
     kit = sub.add_parser("kit", help="virtual kits (MicroPython unix port)").add_subparsers(
-        dest="sub", required=True)
-    for name, func, hlp in (("create", cmd_kit_create, "flash firmware and provision a new kit"),
-                            ("start", cmd_kit_start, "power on"),
-                            ("stop", cmd_kit_stop, "power off (power cut)"),
-                            ("console", cmd_kit_console, "print the console log"),
-                            ("set-time", cmd_kit_set_time, "set the RTC as a person would")):
+        dest="sub", required=True
+    )
+    for name, func, hlp in (
+        ("create", cmd_kit_create, "flash firmware and provision a new kit"),
+        ("start", cmd_kit_start, "power on"),
+        ("stop", cmd_kit_stop, "power off (power cut)"),
+        ("console", cmd_kit_console, "print the console log"),
+        ("set-time", cmd_kit_set_time, "set the RTC as a person would"),
+    ):
         sp = kit.add_parser(name, help=hlp)
         sp.add_argument("name")
         sp.add_argument("--root", type=Path, help="bench state directory (kits live beside it)")
@@ -197,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="thingkit: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="thingkit: %(message)s"
+    )
     try:
         return args.func(args)
     except UserError as exc:

@@ -40,9 +40,7 @@ class BundleError(ValueError):
 def check_thing_name(name: str) -> str:
     """Return ``name`` if it is a valid thing name, else raise :class:`BundleError`."""
     if not THING_NAME_RE.match(name):
-        raise BundleError(
-            f"thing name {name!r} is not valid: use 1-64 letters, digits, '_' or '-'"
-        )
+        raise BundleError(f"thing name {name!r} is not valid: use 1-64 letters, digits, '_' or '-'")
     return name
 
 
@@ -86,7 +84,9 @@ class DeviceConfig:
         }
 
 
-def write_bundle(fs_root: Path, identity: KeyPair, server_ca_der: bytes, config: DeviceConfig) -> None:
+def write_bundle(
+    fs_root: Path, identity: KeyPair, server_ca_der: bytes, config: DeviceConfig
+) -> None:
     """Write the identity, server CA and config into a device filesystem tree.
 
     Each file is written to a temporary name and renamed, so an interrupted write never

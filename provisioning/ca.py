@@ -89,7 +89,9 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
     enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
     )
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
@@ -102,7 +104,7 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _ca_cert(
@@ -125,9 +127,15 @@ def _ca_cert(
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -149,8 +157,10 @@ class CertificateAuthority:
     def __init__(self, directory: Path, root: KeyPair | None, issuing: KeyPair) -> None:
         self.directory = directory
         self._root = root
-        self.root_cert = root.cert if root else x509.load_pem_x509_certificate(
-            (directory / ROOT_CERT).read_bytes()
+        self.root_cert = (
+            root.cert
+            if root
+            else x509.load_pem_x509_certificate((directory / ROOT_CERT).read_bytes())
         )
         self.issuing = issuing
 
@@ -234,7 +244,11 @@ class CertificateAuthority:
         """Issue a leaf certificate (CN = ``common_name``) from the issuing CA."""
         key = key or new_key()
         now = _now()
-        eku = ExtendedKeyUsageOID.CLIENT_AUTH if usage is Usage.CLIENT else ExtendedKeyUsageOID.SERVER_AUTH
+        eku = (
+            ExtendedKeyUsageOID.CLIENT_AUTH
+            if usage is Usage.CLIENT
+            else ExtendedKeyUsageOID.SERVER_AUTH
+        )
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
@@ -242,13 +256,21 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
-            .not_valid_after(min(now + dt.timedelta(days=days), self.issuing.cert.not_valid_after_utc))
+            .not_valid_after(
+                min(now + dt.timedelta(days=days), self.issuing.cert.not_valid_after_utc)
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=True, key_cert_sign=False,
-                    crl_sign=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )

@@ -1,10 +1,10 @@
 """The local bench that stands in for AWS IoT Core: start, stop, inspect, register things.
 
-    bench = Bench(Path(".thingkit/bench"))
-    bench.up()
-    bench.register("kit-0001")
-    ...
-    bench.down()
+bench = Bench(Path(".thingkit/bench"))
+bench.up()
+bench.register("kit-0001")
+...
+bench.down()
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ class Bench:
         return procs.alive(st.get("broker_pid")) and procs.alive(st.get("services_pid"))
 
     # -- lifecycle -------------------------------------------------------------
-    def up(self, port: int | None = None, ntp_port: int | None = None, timeout: float = 15.0) -> dict:
+    def up(
+        self, port: int | None = None, ntp_port: int | None = None, timeout: float = 15.0
+    ) -> dict:
         """Start the bench (no-op if it is already up). Returns its state."""
         if self.is_up():
             return self.state
@@ -82,17 +84,34 @@ class Bench:
 
         log_mark = self._log_size()
         broker_pid = self._spawn_broker()
-        state = {"broker_pid": broker_pid, "broker_port": port, "ntp_port": ntp_port,
-                 "topic_prefix": self.topic_prefix, "started": time.time()}
+        state = {
+            "broker_pid": broker_pid,
+            "broker_port": port,
+            "ntp_port": ntp_port,
+            "topic_prefix": self.topic_prefix,
+            "started": time.time(),
+        }
         lay.write_state(state)
         if not self._wait_broker_running(log_mark, timeout):
             self.down()
             raise UserError("mosquitto did not start", where=str(lay.broker_log))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         services_pid = procs.spawn(
-            [sys.executable, "-m", "host_tools.bench.services", "--root", str(lay.root),
-             "--port", str(port), "--ntp-port", str(ntp_port), "--topic-prefix", self.topic_prefix],
-            lay.services_log, env=env,
+            [
+                sys.executable,
+                "-m",
+                "host_tools.bench.services",
+                "--root",
+                str(lay.root),
+                "--port",
+                str(port),
+                "--ntp-port",
+                str(ntp_port),
+                "--topic-prefix",
+                self.topic_prefix,
+            ],
+            lay.services_log,
+            env=env,
         )
         state["services_pid"] = services_pid
         lay.write_state(state)
@@ -132,8 +151,11 @@ class Bench:
 
     def _spawn_broker(self) -> int:
         env = dict(os.environ, **broker.write_openssl_cnf(self.layout))
-        return procs.spawn([broker.mosquitto_binary(), "-c", str(self.layout.mosquitto_conf)],
-                           self.layout.logs / "mosquitto.out", env=env)
+        return procs.spawn(
+            [broker.mosquitto_binary(), "-c", str(self.layout.mosquitto_conf)],
+            self.layout.logs / "mosquitto.out",
+            env=env,
+        )
 
     def down(self) -> None:
         """Stop every bench process (quiet if none is running). State files stay."""
@@ -150,9 +172,15 @@ class Bench:
         return {
             "root": str(self.layout.root),
             "up": self.is_up(),
-            "broker": {"pid": st.get("broker_pid"), "port": st.get("broker_port"),
-                       "alive": procs.alive(st.get("broker_pid"))},
-            "services": {"pid": st.get("services_pid"), "alive": procs.alive(st.get("services_pid"))},
+            "broker": {
+                "pid": st.get("broker_pid"),
+                "port": st.get("broker_port"),
+                "alive": procs.alive(st.get("broker_pid")),
+            },
+            "services": {
+                "pid": st.get("services_pid"),
+                "alive": procs.alive(st.get("services_pid")),
+            },
             "ntp_port": st.get("ntp_port"),
             "things": sorted(self.things()),
         }
@@ -172,7 +200,9 @@ class Bench:
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if time.monotonic() > deadline:
-                raise UserError("bench services did not reconnect", where=str(self.layout.services_log))
+                raise UserError(
+                    "bench services did not reconnect", where=str(self.layout.services_log)
+                )
             time.sleep(0.05)
 
     def stop_broker(self) -> None:

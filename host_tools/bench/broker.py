@@ -26,8 +26,9 @@ def mosquitto_binary() -> str:
     for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if cand and Path(cand).exists():
             return cand
-    raise UserError("mosquitto not found", "Debian package mosquitto not installed",
-                    "bash scripts/dev.sh setup")
+    raise UserError(
+        "mosquitto not found", "Debian package mosquitto not installed", "bash scripts/dev.sh setup"
+    )
 
 
 # mosquitto's tls_version is a floor: with OpenSSL 3 the listener would also speak TLS 1.3.

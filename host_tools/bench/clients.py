@@ -40,7 +40,7 @@ def connect(client: mqtt.Client, port: int, timeout: float = 10.0, keepalive: in
     ready = threading.Event()
     result: dict = {}
 
-    def on_connect(c, userdata, flags, reason_code, properties):  # noqa: ANN001
+    def on_connect(c, userdata, flags, reason_code, properties):
         result["rc"] = reason_code
         ready.set()
 

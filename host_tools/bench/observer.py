@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 import paho.mqtt.client as mqtt
 
@@ -54,7 +55,7 @@ class Observer:
         )
         self.client.on_message = self._on_message
 
-    def __enter__(self) -> Observer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -85,7 +86,9 @@ class Observer:
                     return m
         return None
 
-    def wait(self, pred: Callable[[Message], bool], timeout: float, since: float = 0.0) -> Message | None:
+    def wait(
+        self, pred: Callable[[Message], bool], timeout: float, since: float = 0.0
+    ) -> Message | None:
         """The first message (arrived at or after ``since``) matching ``pred``, or None."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -104,8 +107,14 @@ class Observer:
         self.client.publish(topic, data, qos=qos, retain=retain).wait_for_publish(5)
         return t
 
-    def shadow_request(self, thing: str, op: str, body: dict | None = None,
-                       shadow: str | None = None, timeout: float = 5.0) -> tuple[str, dict]:
+    def shadow_request(
+        self,
+        thing: str,
+        op: str,
+        body: dict | None = None,
+        shadow: str | None = None,
+        timeout: float = 5.0,
+    ) -> tuple[str, dict]:
         """Send a shadow request as the operator; return (reply suffix, document)."""
         base = f"$aws/things/{thing}/shadow/" + (f"name/{shadow}/" if shadow else "")
         token = uuid.uuid4().hex[:16]
@@ -121,7 +130,7 @@ class Observer:
         m = self.wait(mine, timeout, since=since - 0.001)
         if m is None:
             raise TimeoutError(f"no reply to shadow {op} of {thing}")
-        return m.topic[len(base):], m.json()  # type: ignore[return-value]
+        return m.topic[len(base) :], m.json()  # type: ignore[return-value]
 
     def shadow_get(self, thing: str, shadow: str | None = None) -> dict | None:
         suffix, doc = self.shadow_request(thing, "get", shadow=shadow)

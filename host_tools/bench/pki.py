@@ -29,8 +29,9 @@ def ensure(layout: BenchLayout) -> None:
     chain = server_ca.issuing.cert_pem
     broker = layout.identity(BROKER_CN)
     if not broker[0].exists():
-        pair = server_ca.issue(BROKER_CN, Usage.SERVER, dns_names=["localhost"],
-                               ip_addresses=["127.0.0.1"])
+        pair = server_ca.issue(
+            BROKER_CN, Usage.SERVER, dns_names=["localhost"], ip_addresses=["127.0.0.1"]
+        )
         _write_pair(broker, pair, chain)
     for cn in (SERVICES_CN, OPERATOR_CN):
         paths = layout.identity(cn)

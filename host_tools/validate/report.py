@@ -9,12 +9,15 @@ from host_tools.validate.checklist import MET, Result
 
 def render_json(results: list[Result], meta: dict) -> str:
     met = sum(r.status == MET for r in results)
-    return json.dumps({
-        **meta,
-        "items": [r.to_json() for r in results],
-        "summary": {"met": met, "not_met": len(results) - met, "total": len(results)},
-        "ok": met == len(results),
-    }, indent=1)
+    return json.dumps(
+        {
+            **meta,
+            "items": [r.to_json() for r in results],
+            "summary": {"met": met, "not_met": len(results) - met, "total": len(results)},
+            "ok": met == len(results),
+        },
+        indent=1,
+    )
 
 
 def render_text(results: list[Result], meta: dict) -> str:

@@ -44,8 +44,9 @@ class SimValidation:
     def run(self) -> list[cl.Result]:
         self.bench.up()
         try:
-            self.kit = create_sim_kit(self.bench, self.root / "kits", self.thing,
-                                      keepalive_s=self.keepalive_s)
+            self.kit = create_sim_kit(
+                self.bench, self.root / "kits", self.thing, keepalive_s=self.keepalive_s
+            )
             with Observer(self.bench) as obs:
                 self._boot_and_check(obs)
         finally:
@@ -64,7 +65,9 @@ class SimValidation:
         assert kit is not None
         # A desired setting waiting in the shadow before the device ever connects:
         # shadow sync on connect must pick it up (IoT Lens BP 11.1).
-        obs.shadow_request(thing, "update", {"state": {"desired": {"settings": {"log_level": "debug"}}}})
+        obs.shadow_request(
+            thing, "update", {"state": {"desired": {"settings": {"log_level": "debug"}}}}
+        )
         self.t_power_on = time.time()
         kit.power_on()
         status_topic = f"{self.bench.topic_prefix}/{thing}/status"
@@ -72,12 +75,22 @@ class SimValidation:
 
         def online_report(m: Message) -> bool:
             d = m.json()
-            return (m.topic == shadow_acc and isinstance(d, dict)
-                    and d.get("state", {}).get("reported", {}).get("connected") is True)
+            return (
+                m.topic == shadow_acc
+                and isinstance(d, dict)
+                and d.get("state", {}).get("reported", {}).get("connected") is True
+            )
 
         acc = obs.wait(online_report, BOOT_TIMEOUT, since=self.t_power_on)
-        status = obs.wait(lambda m: m.topic == status_topic and not m.retain
-                          and (m.json() or {}).get("state") == "online", 5, since=self.t_power_on)
+        status = obs.wait(
+            lambda m: (
+                m.topic == status_topic
+                and not m.retain
+                and (m.json() or {}).get("state") == "online"
+            ),
+            5,
+            since=self.t_power_on,
+        )
         self._check_online_topic(status)
         self._check_shadow(obs, acc)
         self._check_subscribe(obs)
@@ -89,54 +102,90 @@ class SimValidation:
 
     def _check_online_topic(self, m: Message | None) -> None:
         if m is None:
-            self._set(cl.not_met("app1.online_topic", f"no online message on the status topic "
-                                 f"within {BOOT_TIMEOUT:.0f} s", self._tail()))
+            self._set(
+                cl.not_met(
+                    "app1.online_topic",
+                    f"no online message on the status topic within {BOOT_TIMEOUT:.0f} s",
+                    self._tail(),
+                )
+            )
             return
-        self._set(cl.met("app1.online_topic",
-                         f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
-                         f"{m.t - self.t_power_on:.2f} s after power-on; retained, QoS 1"))
+        self._set(
+            cl.met(
+                "app1.online_topic",
+                f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
+                f"{m.t - self.t_power_on:.2f} s after power-on; retained, QoS 1",
+            )
+        )
 
     def _check_shadow(self, obs: Observer, acc: Message | None) -> None:
         thing = self.thing
         doc = obs.shadow_get(thing)
         reported = (doc or {}).get("state", {}).get("reported", {})
         if acc is None or reported.get("connected") is not True:
-            self._set(cl.not_met("app1.shadow_online", "no accepted update with reported.connected=true",
-                                 f"shadow now: {doc}", self._tail()))
+            self._set(
+                cl.not_met(
+                    "app1.shadow_online",
+                    "no accepted update with reported.connected=true",
+                    f"shadow now: {doc}",
+                    self._tail(),
+                )
+            )
         else:
-            self._set(cl.met(
-                "app1.shadow_online",
-                f"{_ts(acc.t)} {acc.topic}: {acc.excerpt()}",
-                f"shadow get (operator): reported.connected=true, version {doc.get('version')}",
-            ))
+            self._set(
+                cl.met(
+                    "app1.shadow_online",
+                    f"{_ts(acc.t)} {acc.topic}: {acc.excerpt()}",
+                    f"shadow get (operator): reported.connected=true, version {doc.get('version')}",
+                )
+            )
         settings = reported.get("settings", {})
         delta = (doc or {}).get("state", {}).get("delta")
         if settings.get("log_level") == "debug" and not (delta or {}).get("settings"):
-            self._set(cl.met("lens.shadow_sync",
-                             "desired.settings.log_level=debug set before first connect",
-                             "device reported settings.log_level=debug on connect; no delta left"))
+            self._set(
+                cl.met(
+                    "lens.shadow_sync",
+                    "desired.settings.log_level=debug set before first connect",
+                    "device reported settings.log_level=debug on connect; no delta left",
+                )
+            )
         else:
-            self._set(cl.not_met("lens.shadow_sync", f"reported.settings={settings}, delta={delta}"))
+            self._set(
+                cl.not_met("lens.shadow_sync", f"reported.settings={settings}, delta={delta}")
+            )
 
     def _check_subscribe(self, obs: Observer) -> None:
         prefix = f"{self.bench.topic_prefix}/{self.thing}"
         nonce = uuid.uuid4().hex[:12]
         t0 = obs.publish(f"{prefix}/ping", {"id": nonce})
-        m = obs.wait(lambda m: m.topic == f"{prefix}/pong" and (m.json() or {}).get("id") == nonce,
-                     PING_TIMEOUT, since=t0)
+        m = obs.wait(
+            lambda m: m.topic == f"{prefix}/pong" and (m.json() or {}).get("id") == nonce,
+            PING_TIMEOUT,
+            since=t0,
+        )
         if m is None:
-            self._set(cl.not_met("app1.subscribe", f"no answer on {prefix}/pong to id {nonce} "
-                                 f"within {PING_TIMEOUT:.0f} s", self._tail()))
+            self._set(
+                cl.not_met(
+                    "app1.subscribe",
+                    f"no answer on {prefix}/pong to id {nonce} within {PING_TIMEOUT:.0f} s",
+                    self._tail(),
+                )
+            )
         else:
-            self._set(cl.met("app1.subscribe",
-                             f"{_ts(t0)} operator published {{\"id\": \"{nonce}\"}} on {prefix}/ping",
-                             f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
-                             f"round trip {1000 * (m.t - t0):.0f} ms"))
+            self._set(
+                cl.met(
+                    "app1.subscribe",
+                    f'{_ts(t0)} operator published {{"id": "{nonce}"}} on {prefix}/ping',
+                    f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
+                    f"round trip {1000 * (m.t - t0):.0f} ms",
+                )
+            )
 
     def _kit_connect_line(self) -> re.Match | None:
         rx = re.compile(
             r"^(\S+): New client connected from 127\.0\.0\.1:(\d+) as (\S+) \(p\d, c\d, k(\d+), u'([^']*)'\)",
-            re.M)
+            re.MULTILINE,
+        )
         for m in rx.finditer(self.bench.broker_log()):
             if m.group(3) == self.thing:
                 return m
@@ -146,14 +195,23 @@ class SimValidation:
         lay = self.bench.layout
         op = lay.identity(OPERATOR_CN)
         got = {}
-        for v in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_2,
-                  ssl.TLSVersion.TLSv1_3):
+        for v in (
+            ssl.TLSVersion.TLSv1,
+            ssl.TLSVersion.TLSv1_1,
+            ssl.TLSVersion.TLSv1_2,
+            ssl.TLSVersion.TLSv1_3,
+        ):
             got[v.name] = handshake(self.bench.port, lay.server_ca_pem, v, op)
         line = self._kit_connect_line()
         only12 = got["TLSv1_2"] == "TLSv1.2" and not any(
-            got[k] for k in ("TLSv1", "TLSv1_1", "TLSv1_3"))
-        ev = [f"broker listener probe: " + ", ".join(
-            f"{k.replace('_', '.')} {'accepted' if v else 'refused'}" for k, v in got.items())]
+            got[k] for k in ("TLSv1", "TLSv1_1", "TLSv1_3")
+        )
+        ev = [
+            "broker listener probe: "
+            + ", ".join(
+                f"{k.replace('_', '.')} {'accepted' if v else 'refused'}" for k, v in got.items()
+            )
+        ]
         if line:
             ev.append(f"device connected to that listener: {line.group(0)}")
         self._set((cl.met if only12 and line else cl.not_met)("hw.tls12", *ev))
@@ -165,34 +223,46 @@ class SimValidation:
         ev = ["a TLS 1.2 client without a certificate is " + ("ACCEPTED" if anon else "refused")]
         ok = anon is None and line is not None and line.group(5) == self.thing
         if line:
-            ev.append(f"device identity from its certificate CN: u'{line.group(5)}', "
-                      f"client id {line.group(3)}")
+            ev.append(
+                f"device identity from its certificate CN: u'{line.group(5)}', "
+                f"client id {line.group(3)}"
+            )
         self._set((cl.met if ok else cl.not_met)("hw.cert_auth", *ev))
 
     def _check_time(self) -> None:
         kit = self.kit
         assert kit is not None
         con = kit.console()
-        set_m = re.search(r"^\d+ I time: clock set from (\S+): (\S+)", con, re.M)
-        conn_m = re.search(r"^\d+ I device: connecting to", con, re.M)
-        answered = [ln for ln in self._read(self.bench.layout.ntp_log).splitlines()
-                    if ln.endswith("answered") and float(ln.split()[0]) >= self.t_power_on]
+        set_m = re.search(r"^\d+ I time: clock set from (\S+): (\S+)", con, re.MULTILINE)
+        conn_m = re.search(r"^\d+ I device: connecting to", con, re.MULTILINE)
+        answered = [
+            ln
+            for ln in self._read(self.bench.layout.ntp_log).splitlines()
+            if ln.endswith("answered") and float(ln.split()[0]) >= self.t_power_on
+        ]
         # TLS failures at the broker between power-on and the kit's first session.
         blog = self.bench.broker_log()
         line = self._kit_connect_line()
         start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.t_power_on))
         window = blog[: line.start()] if line else blog
-        broker_fail = [ln for ln in window.splitlines()
-                       if ln[:19] >= start and ("failed" in ln or "OpenSSL Error" in ln)]
+        broker_fail = [
+            ln
+            for ln in window.splitlines()
+            if ln[:19] >= start and ("failed" in ln or "OpenSSL Error" in ln)
+        ]
         ok = bool(set_m and conn_m and set_m.start() < conn_m.start() and answered)
         ev = [f"kit powered on with its RTC at {POWER_ON_TIME}"]
         if answered:
             ev.append(f"bench NTP server answered the kit at {_ts(float(answered[0].split()[0]))}")
         if set_m:
-            ev.append(f"console: clock set from {set_m.group(1)} to {set_m.group(2)} "
-                      f"before the first connect")
+            ev.append(
+                f"console: clock set from {set_m.group(1)} to {set_m.group(2)} "
+                f"before the first connect"
+            )
         ev.append(f"failed TLS attempts at the broker since power-on: {len(broker_fail)}")
-        self._set((cl.met if ok and not broker_fail else cl.not_met)("lens.time_before_connect", *ev))
+        self._set(
+            (cl.met if ok and not broker_fail else cl.not_met)("lens.time_before_connect", *ev)
+        )
 
     def _check_static(self) -> None:
         findings = scan(firmware_files(), [self.bench.layout.root.name, "localhost"])
@@ -200,12 +270,14 @@ class SimValidation:
         if findings:
             self._set(cl.not_met("hw.no_hardcoded_urls", *findings[:10]))
         else:
-            self._set(cl.met(
-                "hw.no_hardcoded_urls",
-                f"{files} firmware files scanned: no URL, AWS endpoint, IP address or bench host name",
-                f"endpoint and port (localhost:{self.bench.port}, chosen at random when the bench "
-                f"started) reached the device only through config.json",
-            ))
+            self._set(
+                cl.met(
+                    "hw.no_hardcoded_urls",
+                    f"{files} firmware files scanned: no URL, AWS endpoint, IP address or bench host name",
+                    f"endpoint and port (localhost:{self.bench.port}, chosen at random when the bench "
+                    f"started) reached the device only through config.json",
+                )
+            )
 
     def _check_offline(self, obs: Observer) -> None:
         kit = self.kit
@@ -214,17 +286,30 @@ class SimValidation:
         t_kill = time.time()
         kit.power_off()
         limit = 1.5 * self.keepalive_s
-        m = obs.wait(lambda m: m.topic == shadow_acc and
-                     (m.json() or {}).get("state", {}).get("reported", {}).get("connected") is False,
-                     limit + 2, since=t_kill)
+        m = obs.wait(
+            lambda m: (
+                m.topic == shadow_acc
+                and (m.json() or {}).get("state", {}).get("reported", {}).get("connected") is False
+            ),
+            limit + 2,
+            since=t_kill,
+        )
         if m is None:
-            self._set(cl.not_met("lens.offline_state",
-                                 f"no reported.connected=false within {limit:.0f} s of power-off"))
+            self._set(
+                cl.not_met(
+                    "lens.offline_state",
+                    f"no reported.connected=false within {limit:.0f} s of power-off",
+                )
+            )
             return
-        self._set(cl.met("lens.offline_state",
-                         f"{_ts(t_kill)} kit power cut (SIGKILL)",
-                         f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
-                         f"offline after {m.t - t_kill:.2f} s (limit 1.5 x keepalive = {limit:.0f} s)"))
+        self._set(
+            cl.met(
+                "lens.offline_state",
+                f"{_ts(t_kill)} kit power cut (SIGKILL)",
+                f"{_ts(m.t)} {m.topic}: {m.excerpt()}",
+                f"offline after {m.t - t_kill:.2f} s (limit 1.5 x keepalive = {limit:.0f} s)",
+            )
+        )
 
     # -- helpers -------------------------------------------------------------------
     def _tail(self) -> str:

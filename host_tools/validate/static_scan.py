@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 _PATTERNS = {
-    "URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"]+", re.I),
-    "AWS endpoint": re.compile(r"\b[\w.-]+\.amazonaws\.com(\.cn)?\b", re.I),
+    "URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE),
+    "AWS endpoint": re.compile(r"\b[\w.-]+\.amazonaws\.com(\.cn)?\b", re.IGNORECASE),
     "IPv4 address": re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
 }
 

@@ -8,7 +8,9 @@ import ssl
 from pathlib import Path
 
 
-def handshake(port: int, ca: Path, version: ssl.TLSVersion, cert: tuple[Path, Path] | None) -> str | None:
+def handshake(
+    port: int, ca: Path, version: ssl.TLSVersion, cert: tuple[Path, Path] | None
+) -> str | None:
     """Try one TLS handshake pinned to ``version``; return the version negotiated or None.
 
     With TLS 1.3 and no client certificate, a refusal only shows on the first read, so
@@ -22,15 +24,17 @@ def handshake(port: int, ca: Path, version: ssl.TLSVersion, cert: tuple[Path, Pa
     if cert is not None:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-                negotiated = s.version()
-                s.settimeout(0.5)
-                try:
-                    if s.recv(1) == b"":
-                        return None
-                except (TimeoutError, socket.timeout):
-                    pass
-                return negotiated
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            negotiated = s.version()
+            s.settimeout(0.5)
+            try:
+                if s.recv(1) == b"":
+                    return None
+            except TimeoutError:
+                pass
+            return negotiated
     except (ssl.SSLError, OSError):
         return None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+
+from host_tools.errors import UserError
 
 from .harness import FIRMWARE, MPY_HELPERS, MicroPython, umqtt_lib_dir
 
@@ -14,7 +17,7 @@ def mpy_path() -> list[Path]:
     """MICROPYPATH entries (without .frozen): firmware, its lib, umqtt 1.3.4, fakes."""
     try:
         umqtt = umqtt_lib_dir()
-    except Exception as e:  # host_tools.errors.UserError: not fetched and no network
+    except UserError as e:  # not fetched yet and no network, or a hash mismatch
         pytest.fail(f"umqtt.simple 1.3.4 unavailable: {e}", pytrace=False)
     return [FIRMWARE, FIRMWARE / "lib", umqtt, MPY_HELPERS]
 
@@ -25,3 +28,16 @@ def mpy(tmp_path: Path, mpy_path: list[Path]):
     m = MicroPython(tmp_path, mpy_path)
     yield m
     m.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads():
+    """Every thread a test starts (SNTP and scripted servers) is stopped by its end.
+
+    Module-scoped servers are checked when their own fixture ends, not here.
+    """
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    left = [t for t in left if not getattr(t, "_tk_module_scoped", False)]
+    assert not left, f"threads still running after the test: {left}"

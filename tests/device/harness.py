@@ -30,6 +30,7 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -94,8 +95,11 @@ class MicroPython:
 
     # -- environment --------------------------------------------------------------------
     def env(self, extra: dict[str, str] | None = None, faketime: str | Path | None = None):
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("FAKETIME") and k not in ("LD_PRELOAD", "MICROPYPATH")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FAKETIME") and k not in ("LD_PRELOAD", "MICROPYPATH")
+        }
         env["MICROPYPATH"] = self.micropypath
         env["TZ"] = "UTC"
         if faketime is not None:
@@ -123,10 +127,17 @@ class MicroPython:
         return p
 
     # -- running ------------------------------------------------------------------------
-    def run(self, code: str | None = None, *, script: str | Path | None = None,
-            prelude: str = "", env: dict[str, str] | None = None,
-            faketime: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-            allow_traceback: bool = False) -> str:
+    def run(
+        self,
+        code: str | None = None,
+        *,
+        script: str | Path | None = None,
+        prelude: str = "",
+        env: dict[str, str] | None = None,
+        faketime: str | Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        allow_traceback: bool = False,
+    ) -> str:
         """Run a snippet (or a script file) and return its stdout; fail the test if it fails.
 
         ``prelude`` is code put in front of the snippet (each is dedented on its own);
@@ -136,18 +147,31 @@ class MicroPython:
         """
         path = self._script(code, script, prelude)
         try:
-            r = subprocess.run([self.binary, str(path)], cwd=self.cwd,
-                               env=self.env(env, faketime), capture_output=True,
-                               timeout=timeout, stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                [self.binary, str(path)],
+                check=False,
+                cwd=self.cwd,
+                env=self.env(env, faketime),
+                capture_output=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as e:
             out = (e.stdout or b"").decode(errors="replace")
-            pytest.fail(f"micropython {path.name} timed out after {timeout} s\n"
-                        f"--- stdout ---\n{out}", pytrace=False)
+            pytest.fail(
+                f"micropython {path.name} timed out after {timeout} s\n--- stdout ---\n{out}",
+                pytrace=False,
+            )
         out = r.stdout.decode(errors="replace")
         err = r.stderr.decode(errors="replace")
-        if r.returncode != 0 or (not allow_traceback and "Traceback (most recent call last)" in out):
-            pytest.fail(f"micropython {path.name} failed (exit {r.returncode})\n"
-                        f"--- stdout ---\n{out}\n--- stderr ---\n{err}", pytrace=False)
+        if r.returncode != 0 or (
+            not allow_traceback and "Traceback (most recent call last)" in out
+        ):
+            pytest.fail(
+                f"micropython {path.name} failed (exit {r.returncode})\n"
+                f"--- stdout ---\n{out}\n--- stderr ---\n{err}",
+                pytrace=False,
+            )
         return out
 
     __call__ = run
@@ -162,13 +186,24 @@ class MicroPython:
         assert len(objs) == 1, f"expected one JSON line, got {objs!r}"
         return objs[0]
 
-    def spawn(self, code: str, *, prelude: str = "", env: dict[str, str] | None = None,
-              faketime: str | Path | None = None) -> subprocess.Popen:
+    def spawn(
+        self,
+        code: str,
+        *,
+        prelude: str = "",
+        env: dict[str, str] | None = None,
+        faketime: str | Path | None = None,
+    ) -> subprocess.Popen:
         """Start a snippet without waiting (stopped at teardown if still running)."""
         path = self._script(code, None, prelude)
-        p = subprocess.Popen([self.binary, str(path)], cwd=self.cwd,
-                             env=self.env(env, faketime), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [self.binary, str(path)],
+            cwd=self.cwd,
+            env=self.env(env, faketime),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         self._procs.append(p)
         return p
 
@@ -182,8 +217,11 @@ class MicroPython:
             pytest.fail(f"spawned micropython timed out after {timeout} s", pytrace=False)
         out_s, err_s = out.decode(errors="replace"), err.decode(errors="replace")
         if p.returncode != 0 or "Traceback (most recent call last)" in out_s:
-            pytest.fail(f"spawned micropython failed (exit {p.returncode})\n"
-                        f"--- stdout ---\n{out_s}\n--- stderr ---\n{err_s}", pytrace=False)
+            pytest.fail(
+                f"spawned micropython failed (exit {p.returncode})\n"
+                f"--- stdout ---\n{out_s}\n--- stderr ---\n{err_s}",
+                pytrace=False,
+            )
         return out_s
 
     def close(self) -> None:
@@ -195,8 +233,11 @@ class MicroPython:
 
 
 def parse_json_lines(stdout: str) -> list:
-    return [json.loads(line[len(JSON_PREFIX):]) for line in stdout.splitlines()
-            if line.startswith(JSON_PREFIX)]
+    return [
+        json.loads(line[len(JSON_PREFIX) :])
+        for line in stdout.splitlines()
+        if line.startswith(JSON_PREFIX)
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,7 +272,7 @@ class CraftedUDPServer:
             if out is not None:
                 self.sock.sendto(out, addr)
 
-    def __enter__(self) -> CraftedUDPServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -290,10 +331,10 @@ class ScriptedTCPServer:
             self.conn, _ = self.lsock.accept()
             self.conn.settimeout(5)
             self.script(self.conn, self)
-        except BaseException as e:  # reported by __exit__
+        except Exception as e:  # noqa: BLE001  (kept for the test to report)
             self.error = e
 
-    def __enter__(self) -> ScriptedTCPServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -29,40 +29,58 @@ def test_topics(mpy):
 
 
 def test_subscriptions_register_ping_handler_without_subscribing(mpy):
-    r = mpy.one(prelude=PRE, code="""
+    r = mpy.one(
+        prelude=PRE,
+        code="""
         topics = app.subscriptions()
         out({"topics": [tp.decode() for tp in topics], "subs": c.subs,
              "handlers": [tp.decode() for tp in c.handlers], "pubs": pubs()})
-    """)
-    assert r == {"topics": ["bench/kit-1/ping"], "subs": [], "handlers": ["bench/kit-1/ping"],
-                 "pubs": []}
+    """,
+    )
+    assert r == {
+        "topics": ["bench/kit-1/ping"],
+        "subs": [],
+        "handlers": ["bench/kit-1/ping"],
+        "pubs": [],
+    }
 
 
 def test_start_publishes_retained_online_status(mpy):
     before = time.time() * 1000
-    r = mpy.one(prelude=PRE, code="""
+    r = mpy.one(
+        prelude=PRE,
+        code="""
         app.start({"reason": "power_on", "uid": "abc"})
         out({"subs": c.subs, "pubs": pubs()})
-    """)
+    """,
+    )
     after = time.time() * 1000
     assert r["subs"] == []
     [[topic, body, retain, qos]] = r["pubs"]
     assert (topic, retain, qos) == ("bench/kit-1/status", True, 1)
     ts = body.pop("ts")
     assert before - 1000 <= ts <= after + 1000
-    assert body == {"thing": "kit-1", "state": "online", "fw": "1.2.3",
-                    "reason": "power_on", "uid": "abc"}
+    assert body == {
+        "thing": "kit-1",
+        "state": "online",
+        "fw": "1.2.3",
+        "reason": "power_on",
+        "uid": "abc",
+    }
 
 
 def test_ping_answered_on_pong(mpy):
-    r = mpy.one(prelude=PRE, code="""
+    r = mpy.one(
+        prelude=PRE,
+        code="""
         app.subscriptions()
         for payload in (b'{"id": "abc-1"}', b'{"id": 42, "x": 1}', b"not json", b"[1]", b'{}',
                         b"\xff\xfe"):
             c.inject(t.ping, payload)
             c.poll(0)
         out({"pubs": pubs(), "pings": app.pings})
-    """)
+    """,
+    )
     assert r["pings"] == 6
     ids = []
     for i, (topic, body, retain, qos) in enumerate(r["pubs"], 1):
@@ -75,10 +93,13 @@ def test_ping_answered_on_pong(mpy):
 
 
 def test_stop_publishes_retained_offline_status(mpy):
-    r = mpy.one(prelude=PRE, code="""
+    r = mpy.one(
+        prelude=PRE,
+        code="""
         app.stop()
         out(pubs())
-    """)
+    """,
+    )
     [[topic, body, retain, qos]] = r
     assert (topic, retain, qos) == ("bench/kit-1/status", True, 1)
     del body["ts"]
@@ -86,10 +107,17 @@ def test_stop_publishes_retained_offline_status(mpy):
 
 
 def test_last_will(mpy):
-    r = mpy.one(prelude=PRE, code="""
+    r = mpy.one(
+        prelude=PRE,
+        code="""
         lw = last_will("kit-1", "1.2.3")
         out([type(lw).__name__, lw])
-    """)
+    """,
+    )
     assert r[0] == "str"
-    assert json.loads(r[1]) == {"thing": "kit-1", "state": "offline", "fw": "1.2.3",
-                                "reason": "connection_lost"}
+    assert json.loads(r[1]) == {
+        "thing": "kit-1",
+        "state": "offline",
+        "fw": "1.2.3",
+        "reason": "connection_lost",
+    }

@@ -64,43 +64,76 @@ def reported_updates(requests) -> list:
 
 
 def test_open_subscribes_once_then_syncs_shadow_then_goes_online(mpy):
-    r = mpy.one(prelude=setup(mpy, {"state": {}, "version": 2}, subscribe=False), code="""
+    r = mpy.one(
+        prelude=setup(mpy, {"state": {}, "version": 2}, subscribe=False),
+        code="""
         s.open()
         out({"log": c.log, "packets": [[[t.decode() for t in ts], q] for ts, q in c.sub_packets]})
-    """)
+    """,
+    )
     base = "$aws/things/kit-1_A/shadow/"
-    assert r["log"] == ["connect", "subscribe", base + "get", base + "update",
-                        "bench/kit-1_A/status"]
-    assert r["packets"] == [[[base + "get/accepted", base + "get/rejected",
-                              base + "update/accepted", base + "update/rejected",
-                              base + "update/delta", "bench/kit-1_A/ping"], 1]]
+    assert r["log"] == [
+        "connect",
+        "subscribe",
+        base + "get",
+        base + "update",
+        "bench/kit-1_A/status",
+    ]
+    assert r["packets"] == [
+        [
+            [
+                base + "get/accepted",
+                base + "get/rejected",
+                base + "update/accepted",
+                base + "update/rejected",
+                base + "update/delta",
+                "bench/kit-1_A/ping",
+            ],
+            1,
+        ]
+    ]
 
 
 def test_sync_shadow_applies_settings_delta_and_reports_online(mpy):
-    doc = {"state": {"desired": {"settings": {"log_level": "warn", "color": "red"}},
-                     "delta": {"settings": {"log_level": "warn", "color": "red"}}},
-           "version": 7}
-    r = mpy.one(prelude=setup(mpy, doc), code="""
+    doc = {
+        "state": {
+            "desired": {"settings": {"log_level": "warn", "color": "red"}},
+            "delta": {"settings": {"log_level": "warn", "color": "red"}},
+        },
+        "version": 7,
+    }
+    r = mpy.one(
+        prelude=setup(mpy, doc),
+        code="""
         s.sync_shadow()
         out({"reqs": svc.requests, "level": log.level_name()})
-    """)
+    """,
+    )
     ops = [op for op, _ in r["reqs"]]
     assert ops == ["get", "update"]
     body = r["reqs"][1][1]
     assert body["version"] == 7
-    assert body["state"] == {"reported": {
-        "settings": {"log_level": "warn"},
-        "settings_rejected": {"log_level": None, "color": "unknown setting"},
-        "connected": True, "fw": "0.1.0", "board": "sim",
-        "boot": {"reason": "power_on", "uid": "00aa", "fw": "0.1.0"}}}
+    assert body["state"] == {
+        "reported": {
+            "settings": {"log_level": "warn"},
+            "settings_rejected": {"log_level": None, "color": "unknown setting"},
+            "connected": True,
+            "fw": "0.1.0",
+            "board": "sim",
+            "boot": {"reason": "power_on", "uid": "00aa", "fw": "0.1.0"},
+        }
+    }
     assert r["level"] == "warn"
 
 
 def test_sync_shadow_without_shadow_creates_it(mpy):
-    r = mpy.one(prelude=setup(mpy, None), code="""
+    r = mpy.one(
+        prelude=setup(mpy, None),
+        code="""
         s.sync_shadow()
         out({"reqs": svc.requests, "doc": svc.doc})
-    """)
+    """,
+    )
     [_, (op, body)] = r["reqs"]
     assert op == "update" and "version" not in body
     assert body["state"]["reported"]["settings"] == {"log_level": "info"}
@@ -110,7 +143,9 @@ def test_sync_shadow_without_shadow_creates_it(mpy):
 
 def test_serve_reports_settings_deltas(mpy):
     doc = {"state": {"reported": {"connected": True}}, "version": 3}
-    r = mpy.one(prelude=setup(mpy, doc), code="""
+    r = mpy.one(
+        prelude=setup(mpy, doc),
+        code="""
         c.max_polls = 6
         delta = s.shadow.base + b"update/delta"
         c.inject(delta, {"state": {"settings": {"log_level": "debug"}}, "version": 4})
@@ -120,20 +155,31 @@ def test_serve_reports_settings_deltas(mpy):
             s.serve()
         except RuntimeError as e:
             out({"end": str(e), "reqs": svc.requests, "level": log.level_name()})
-    """)
+    """,
+    )
     assert r["end"] == "test over"
     assert [body["state"] for body in reported_updates(r["reqs"])] == [
-        {"reported": {"settings": {"log_level": "debug"},
-                      "settings_rejected": {"log_level": None}}},
-        {"reported": {"settings": {"log_level": "debug"},
-                      "settings_rejected": {"log_level": "must be one of debug, error, info, warn"}}},
+        {
+            "reported": {
+                "settings": {"log_level": "debug"},
+                "settings_rejected": {"log_level": None},
+            }
+        },
+        {
+            "reported": {
+                "settings": {"log_level": "debug"},
+                "settings_rejected": {"log_level": "must be one of debug, error, info, warn"},
+            }
+        },
     ]
     assert r["level"] == "debug"
 
 
 def test_serve_pings_when_idle_for_half_the_keepalive(mpy):
     # VALID has keepalive_s 60: ping after 30 s without sending anything.
-    r = mpy.one(prelude=setup(mpy, None), code="""
+    r = mpy.one(
+        prelude=setup(mpy, None),
+        code="""
         c.max_polls = 3
         c.last_tx = time.ticks_add(time.ticks_ms(), -29000)
         try:
@@ -149,17 +195,21 @@ def test_serve_pings_when_idle_for_half_the_keepalive(mpy):
         except RuntimeError:
             pass
         out([quiet, c.pings, c.ping_outstanding])
-    """)
+    """,
+    )
     assert r == [0, 1, True]
 
 
 def test_serve_ends_session_without_pingresp(mpy):
-    r = mpy.one(prelude=setup(mpy, None), code="""
+    r = mpy.one(
+        prelude=setup(mpy, None),
+        code="""
         c.ping_outstanding = True
         c.last_tx = time.ticks_add(time.ticks_ms(), -30500)
         try:
             s.serve()
         except OSError as e:
             out(err(e))
-    """)
+    """,
+    )
     assert r == ["OSError", "no PINGRESP within 30000 ms"]

@@ -56,9 +56,15 @@ def test_bad_format_args_do_not_raise(mpy):
     assert [m for *_, m in lines(out)] == ["%d items ('many',)", "%s and %s (1,)"]
 
 
-@pytest.mark.parametrize("level, shown", [
-    ("debug", "DIWE"), ("info", "IWE"), ("warn", "WE"), ("error", "E"),
-])
+@pytest.mark.parametrize(
+    "level, shown",
+    [
+        ("debug", "DIWE"),
+        ("info", "IWE"),
+        ("warn", "WE"),
+        ("error", "E"),
+    ],
+)
 def test_levels_filter(mpy, level, shown):
     out = mpy(f"""
         from tk import log
@@ -81,7 +87,8 @@ def test_unknown_level_refused_and_kept(mpy):
 
 
 def test_exc_logs_error_and_traceback(mpy):
-    out = mpy("""
+    out = mpy(
+        """
         from tk.log import Logger
         def boom():
             raise ValueError("bad value")
@@ -89,10 +96,15 @@ def test_exc_logs_error_and_traceback(mpy):
             boom()
         except ValueError as e:
             Logger("device").exc(e, "device.run failed")
-    """, allow_traceback=True)
+    """,
+        allow_traceback=True,
+    )
     first, *rest = out.splitlines()
     assert LINE.match(first).group(2, 3, 4) == (
-        "E", "device", "device.run failed: ValueError('bad value',)")
+        "E",
+        "device",
+        "device.run failed: ValueError('bad value',)",
+    )
     assert rest[0] == "Traceback (most recent call last):"
     assert rest[-1] == "ValueError: bad value"
 

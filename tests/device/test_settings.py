@@ -34,8 +34,7 @@ def test_default_is_info(mpy):
 @pytest.mark.parametrize("level", ["debug", "info", "warn", "error"])
 def test_valid_log_level_applied_and_reported(mpy, level):
     [_, r] = apply(mpy, {"log_level": level})
-    assert r == {"current": {"log_level": level}, "rejected": {"log_level": None},
-                 "level": level}
+    assert r == {"current": {"log_level": level}, "rejected": {"log_level": None}, "level": level}
 
 
 @pytest.mark.parametrize("value", ["verbose", "DEBUG", "", 10, None, ["debug"], {"l": 1}, True])
@@ -51,16 +50,21 @@ def test_invalid_value_refused_and_previous_kept(mpy, value):
 
 def test_unknown_key_refused_known_key_still_applied(mpy):
     [_, r] = apply(mpy, {"sample_rate": 5, "log_level": "debug"})
-    assert r == {"current": {"log_level": "debug"},
-                 "rejected": {"sample_rate": "unknown setting", "log_level": None},
-                 "level": "debug"}
+    assert r == {
+        "current": {"log_level": "debug"},
+        "rejected": {"sample_rate": "unknown setting", "log_level": None},
+        "level": "debug",
+    }
 
 
 @pytest.mark.parametrize("desired", [None, "debug", [1], 3])
 def test_settings_not_an_object(mpy, desired):
     [_, r] = apply(mpy, desired)
-    assert r == {"current": {"log_level": "info"},
-                 "rejected": {"*": "settings must be an object"}, "level": "info"}
+    assert r == {
+        "current": {"log_level": "info"},
+        "rejected": {"*": "settings must be an object"},
+        "level": "info",
+    }
 
 
 def test_accepted_value_clears_an_earlier_rejection(mpy):

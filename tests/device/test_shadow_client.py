@@ -36,12 +36,13 @@ def tokens(requests) -> list[str]:
     return [body["clientToken"] for _, body in requests]
 
 
-SUFFIXES = ["get/accepted", "get/rejected", "update/accepted", "update/rejected",
-            "update/delta"]
+SUFFIXES = ["get/accepted", "get/rejected", "update/accepted", "update/rejected", "update/delta"]
 
 
 def test_subscribes_to_reply_and_delta_topics_in_one_packet(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         first = c.sub_packets
         c.sub_packets = []
         sh2 = Shadow(c, "kit-1", name="cfg")
@@ -49,7 +50,8 @@ def test_subscribes_to_reply_and_delta_topics_in_one_packet(mpy):
         out({"first": [[[t.decode() for t in ts], q] for ts, q in first],
              "named": [[[t.decode() for t in ts], q] for ts, q in c.sub_packets],
              "handlers": sorted(t.decode() for t in c.handlers)})
-    """)
+    """,
+    )
     named = "$aws/things/kit-1/shadow/name/cfg/"
     assert r["first"] == [[[BASE + s for s in SUFFIXES], 1]]
     assert r["named"] == [[[named + s for s in SUFFIXES], 1]]
@@ -66,20 +68,31 @@ def test_topics_registers_handlers_without_subscribing(mpy):
              "handlers": sorted(t.decode() for t in c.handlers)})
     """)
     base = "$aws/things/kit-9/shadow/"
-    assert r == {"topics": [base + s for s in SUFFIXES], "subs": [],
-                 "handlers": sorted(base + s for s in SUFFIXES)}
+    assert r == {
+        "topics": [base + s for s in SUFFIXES],
+        "subs": [],
+        "handlers": sorted(base + s for s in SUFFIXES),
+    }
 
 
 def test_get_returns_the_document(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         res = call(sh.get)
         out({"res": res, "pubs": [[t.decode(), json.loads(m), rt, q] for t, m, rt, q in c.pubs]})
-    """)
+    """,
+    )
     [(topic, body, retain, qos)] = r["pubs"]
     assert (topic, retain, qos) == (BASE + "get", False, 1)
     assert list(body) == ["clientToken"]
-    assert r["res"] == {"ok": {"state": {"reported": {"fw": "0.0.9"}}, "version": 5,
-                               "clientToken": body["clientToken"]}}
+    assert r["res"] == {
+        "ok": {
+            "state": {"reported": {"fw": "0.0.9"}},
+            "version": 5,
+            "clientToken": body["clientToken"],
+        }
+    }
 
 
 def test_get_returns_none_when_no_shadow(mpy):
@@ -88,44 +101,60 @@ def test_get_returns_none_when_no_shadow(mpy):
 
 
 def test_get_other_rejection_raises(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         svc.script = [("reject", 500, "Internal service failure")]
         out(call(sh.get))
-    """)
+    """,
+    )
     assert r == {"error": ["ShadowRejected", 500, "Internal service failure"]}
 
 
 def test_update_sends_state_version_and_client_token(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         res = call(sh.update, reported={"connected": True}, desired={"led": "on"}, version=5)
         out({"res": res, "reqs": svc.requests, "pubs": [[t.decode(), rt, q] for t, _, rt, q in c.pubs]})
-    """)
+    """,
+    )
     [(op, body)] = r["reqs"]
     assert op == "update"
     assert r["pubs"] == [[BASE + "update", False, 1]]
-    assert body == {"state": {"reported": {"connected": True}, "desired": {"led": "on"}},
-                    "version": 5, "clientToken": body["clientToken"]}
-    assert r["res"] == {"ok": {"state": body["state"], "version": 6,
-                               "clientToken": body["clientToken"]}}
+    assert body == {
+        "state": {"reported": {"connected": True}, "desired": {"led": "on"}},
+        "version": 5,
+        "clientToken": body["clientToken"],
+    }
+    assert r["res"] == {
+        "ok": {"state": body["state"], "version": 6, "clientToken": body["clientToken"]}
+    }
 
 
 def test_update_without_version_is_unconditional(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         res = call(sh.update, reported={"a": 1})
         out({"res": res, "reqs": svc.requests})
-    """)
+    """,
+    )
     [(_, body)] = r["reqs"]
     assert sorted(body) == ["clientToken", "state"]
     assert r["res"]["ok"]["version"] == 6
 
 
 def test_replies_with_other_client_tokens_are_ignored(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         svc.script = [("foreign", 3), ("foreign", 2)]
         g = call(sh.get)
         u = call(sh.update, reported={"x": 1}, version=5)
         out({"get": g, "update": u, "reqs": svc.requests, "left": len(c.queue)})
-    """)
+    """,
+    )
     get_tok, upd_tok = tokens(r["reqs"])
     assert r["get"]["ok"]["version"] == 5 and r["get"]["ok"]["clientToken"] == get_tok
     assert r["update"]["ok"]["version"] == 6 and r["update"]["ok"]["clientToken"] == upd_tok
@@ -133,7 +162,9 @@ def test_replies_with_other_client_tokens_are_ignored(mpy):
 
 
 def test_late_reply_to_an_earlier_request_is_ignored(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         svc.mute = True
         first = call(sh.get)
         svc.mute = False
@@ -142,16 +173,20 @@ def test_late_reply_to_an_earlier_request_is_ignored(mpy):
         c.inject(sh.base + b"get/accepted", {"clientToken": old, "state": {}, "version": 1})
         second = call(sh.get)
         out({"first": first, "second": second})
-    """)
+    """,
+    )
     assert r["first"] == {"error": ["ShadowTimeout", "no reply to get"]}
     assert r["second"]["ok"]["version"] == 5
 
 
 def test_version_conflict_reads_again_and_retries_with_new_version(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         res = call(sh.update, reported={"connected": True}, version=3)
         out({"res": res, "reqs": svc.requests})
-    """)
+    """,
+    )
     reqs = r["reqs"]
     assert [op for op, _ in reqs] == ["update", "get", "update"]
     assert reqs[0][1]["version"] == 3 and reqs[2][1]["version"] == 5
@@ -161,34 +196,44 @@ def test_version_conflict_reads_again_and_retries_with_new_version(mpy):
 
 
 def test_version_conflict_gives_up_after_retries(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         conflict = ("reject", 409, "Version conflict")
         svc.script = [conflict, ("serve",), conflict, ("serve",), conflict]
         res = call(sh.update, reported={"a": 1}, version=5, retries=2)
         out({"res": res, "ops": [op for op, _ in svc.requests]})
-    """)
+    """,
+    )
     assert r["res"] == {"error": ["ShadowRejected", 409, "Version conflict"]}
     assert r["ops"] == ["update", "get", "update", "get", "update"]
 
 
 def test_conflict_on_unconditional_update_is_not_retried(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         svc.script = [("reject", 409, "Version conflict")]
         res = call(sh.update, reported={"a": 1})
         out({"res": res, "ops": [op for op, _ in svc.requests]})
-    """)
-    assert r == {"res": {"error": ["ShadowRejected", 409, "Version conflict"]},
-                 "ops": ["update"]}
+    """,
+    )
+    assert r == {"res": {"error": ["ShadowRejected", 409, "Version conflict"]}, "ops": ["update"]}
 
 
 def test_other_rejection_raises_without_retry(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         svc.script = [("reject", 400, "Missing required node: state")]
         res = call(sh.update, reported={"a": 1}, version=5)
         out({"res": res, "ops": [op for op, _ in svc.requests]})
-    """)
-    assert r == {"res": {"error": ["ShadowRejected", 400, "Missing required node: state"]},
-                 "ops": ["update"]}
+    """,
+    )
+    assert r == {
+        "res": {"error": ["ShadowRejected", 400, "Missing required node: state"]},
+        "ops": ["update"],
+    }
 
 
 @pytest.mark.parametrize("op, foreign", [("get", 0), ("update", 0), ("update", 3)])
@@ -196,7 +241,9 @@ def test_no_reply_times_out(mpy, op, foreign):
     # The request is sent twice with the same clientToken (one resend after timeout_ms),
     # then ShadowTimeout; replies for other tokens do not count as an answer.
     call = "call(sh.get)" if op == "get" else "call(sh.update, reported={'a': 1})"
-    r = run(mpy, f"""
+    r = run(
+        mpy,
+        f"""
         if {foreign}:
             svc.script = [("foreign_only", {foreign}), ("foreign_only", {foreign})]
         else:
@@ -205,7 +252,8 @@ def test_no_reply_times_out(mpy, op, foreign):
         res = {call}
         out({{"res": res, "ms": time.ticks_diff(time.ticks_ms(), t0), "waiting": sh._waiting,
               "pubs": [[t.decode(), m.decode()] for t, m, _, _ in c.pubs]}})
-    """)
+    """,
+    )
     assert r["res"] == {"error": ["ShadowTimeout", f"no reply to {op}"]}
     assert 600 <= r["ms"] < 1500
     assert r["waiting"] is None
@@ -214,13 +262,16 @@ def test_no_reply_times_out(mpy, op, foreign):
 
 
 def test_unanswered_request_is_resent_with_the_same_token(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         svc.script = [("silent",)]
         t0 = time.ticks_ms()
         res = call(sh.get)
         out({"res": res, "ms": time.ticks_diff(time.ticks_ms(), t0),
              "pubs": [m.decode() for _, m, _, _ in c.pubs]})
-    """)
+    """,
+    )
     assert len(r["pubs"]) == 2 and r["pubs"][0] == r["pubs"][1]
     assert r["res"]["ok"]["version"] == 5
     assert r["res"]["ok"]["clientToken"] == json.loads(r["pubs"][0])["clientToken"]
@@ -274,24 +325,38 @@ GOOD_CALL = [[{"settings": {"log_level": "debug"}}, 12]]
 
 
 def test_valid_delta_goes_to_handler(mpy):
-    r = run(mpy, DELTA.format(payloads=[b'{"state": {"led": "on"}, "version": 3}',
-                                        b'{"state": {}}']))
+    r = run(
+        mpy, DELTA.format(payloads=[b'{"state": {"led": "on"}, "version": 3}', b'{"state": {}}'])
+    )
     assert r == {"calls": [[{"led": "on"}, 3], [{}, None]] + GOOD_CALL, "raised": []}
 
 
 def test_delta_without_handler_is_dropped(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         c.inject(sh.base + b"update/delta", b'{"state": {"led": "on"}, "version": 3}')
         c.poll(0)
         out("ok")
-    """)
+    """,
+    )
     assert r == "ok"
 
 
-@pytest.mark.parametrize("payload", [
-    b"not json", b"\xff\xfe", b"", b"{}", b'{"version": 3}', b'{"state": 5}',
-    b'{"state": [1, 2]}', b'{"state": null}', b'{"state": "on"}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"",
+        b"{}",
+        b'{"version": 3}',
+        b'{"state": 5}',
+        b'{"state": [1, 2]}',
+        b'{"state": null}',
+        b'{"state": "on"}',
+    ],
+)
 def test_bad_delta_payloads_are_ignored(mpy, payload):
     r = run(mpy, DELTA.format(payloads=[payload]))
     assert r == {"calls": GOOD_CALL, "raised": []}
@@ -305,24 +370,30 @@ def test_non_object_delta_payloads_are_ignored(mpy, payload):
 
 
 def test_unparsable_reply_is_ignored_while_waiting(mpy):
-    r = run(mpy, """
+    r = run(
+        mpy,
+        """
         def respond(topic, msg):
             c.inject(sh.base + b"get/accepted", b"{not json")
             svc.respond(topic, msg)
         c.responder = respond
         out(call(sh.get))
-    """)
+    """,
+    )
     assert r["ok"]["version"] == 5
 
 
 # Found as a bug (AttributeError out of poll()) and fixed in 43c130f.
 @pytest.mark.parametrize("junk", [b"[]", b"null", b"7", b"\xff"])
 def test_non_object_reply_is_ignored_while_waiting(mpy, junk):
-    r = run(mpy, f"""
+    r = run(
+        mpy,
+        f"""
         def respond(topic, msg):
             c.inject(sh.base + b"get/accepted", {junk!r})
             svc.respond(topic, msg)
         c.responder = respond
         out(call(sh.get))
-    """)
+    """,
+    )
     assert r["ok"]["version"] == 5, r

@@ -32,14 +32,18 @@ def test_sync_sets_sim_rtc_from_power_on(mpy, tmp_path, ntp):
     rtc = tmp_path / "rtc"
     rtc.write_text("@2000-01-01 00:00:00\n")
     before = time.time()
-    out = mpy(f"""
+    out = mpy(
+        f"""
         from hal import sim
         from tk import clock, timesync
         from tkfakes import out
         out({{"plausible": clock.is_plausible()}})
         how = timesync.sync(sim, ["127.0.0.1:notaport", "127.0.0.1:{srv.port}"], 1, 2)
         out({{"how": how, "plausible": clock.is_plausible(), "unix_s": clock.unix_s()}})
-    """, faketime=rtc, env={"TK_SIM_RTC": str(rtc)})
+    """,
+        faketime=rtc,
+        env={"TK_SIM_RTC": str(rtc)},
+    )
     after = time.time()
     first, second = parse_json_lines(out)
     assert first == {"plausible": False}
@@ -50,7 +54,9 @@ def test_sync_sets_sim_rtc_from_power_on(mpy, tmp_path, ntp):
     assert re.fullmatch(r"\d+ W time: ntp 127\.0\.0\.1:notaport: ValueError\(.*\)", logs[0])
     assert re.fullmatch(
         rf"\d+ I time: clock set from 127\.0\.0\.1:{srv.port}: "
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(was off by \d+ s\)", logs[1])
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(was off by \d+ s\)",
+        logs[1],
+    )
     assert len(logs) == 2
 
 
@@ -73,11 +79,13 @@ def with_hal(snippet: str) -> str:
 def test_sync_once_tries_servers_in_turn(mpy, ntp):
     srv, control = ntp
     write_control(control, offset_s=-7200)
-    r = mpy.one(with_hal(f"""
+    r = mpy.one(
+        with_hal(f"""
         import time
         got = timesync.sync_once(Hal, ["bad:port:x", "127.0.0.1:{srv.port}", "never.asked"], 500)
         out({{"got": got, "sets": Hal.sets, "now": time.time()}})
-    """))
+    """)
+    )
     assert r["got"] == f"127.0.0.1:{srv.port}"
     [t] = r["sets"]
     assert abs(t - (r["now"] - 7200)) < 1
@@ -86,21 +94,25 @@ def test_sync_once_tries_servers_in_turn(mpy, ntp):
 def test_sync_once_returns_none_when_no_server_answers(mpy, ntp):
     srv, control = ntp
     write_control(control, blocked=True)
-    r = mpy.one(with_hal(f"""
+    r = mpy.one(
+        with_hal(f"""
         import time
         t0 = time.ticks_ms()
         got = timesync.sync_once(Hal, ["127.0.0.1:{srv.port}", "x:y"], 200)
         out({{"got": got, "sets": Hal.sets, "ms": time.ticks_diff(time.ticks_ms(), t0)}})
-    """))
+    """)
+    )
     assert r["got"] is None and r["sets"] == []
     assert 180 <= r["ms"] < 1000
 
 
 def test_set_clock_used_after_max_rounds_without_ntp(mpy):
-    out = mpy(with_hal("""
+    out = mpy(
+        with_hal("""
         out({"how": timesync.sync(Hal, ["127.0.0.1:nope"], 1, 2, max_rounds=3),
              "sets": Hal.sets})
-    """))
+    """)
+    )
     assert parse_json_lines(out) == [{"how": "manual", "sets": []}]
     retries = [line for line in out.splitlines() if "time not synced" in line]
     assert len(retries) == 2
@@ -111,7 +123,8 @@ def test_set_clock_used_after_max_rounds_without_ntp(mpy):
 def test_never_set_clock_is_never_used(mpy):
     # With the clock at the power-on date and no server, sync() keeps trying. The server
     # list stops the test after 6 rounds by raising from its iterator.
-    out = mpy(with_hal("""
+    out = mpy(
+        with_hal("""
         class Enough(Exception):
             pass
         class Servers:
@@ -126,7 +139,9 @@ def test_never_set_clock_is_never_used(mpy):
             out({"how": how})
         except Enough:
             out({"rounds": Servers.rounds - 1, "sets": Hal.sets})
-    """), faketime="@2000-01-01 00:00:00")
+    """),
+        faketime="@2000-01-01 00:00:00",
+    )
     assert parse_json_lines(out) == [{"rounds": 6, "sets": []}]
     retries = [line for line in out.splitlines() if "time not synced" in line]
     assert len(retries) == 6 and all("(clock never set)" in line for line in retries)

@@ -1,8 +1,8 @@
 """MicroPython-side test helpers (on MICROPYPATH for tests/device only).
 
-    from tkfakes import out, hx, FakeSock
-    out({"ok": True})          # one "JSON {...}" line for the host to parse
+Snippets report results with ``out({"ok": True})``: one "JSON {...}" line for the host.
 """
+
 import json
 import time
 from binascii import hexlify
@@ -150,7 +150,7 @@ class ShadowService:
 
     def __init__(self, client, thing, doc=None):
         self.c = client
-        self.prefix = "$aws/things/%s/shadow/" % thing
+        self.prefix = f"$aws/things/{thing}/shadow/"
         self.doc = doc  # {"state": {...}, "version": n} or None
         self.script = []
         self.mute = False
@@ -161,11 +161,11 @@ class ShadowService:
         topic = topic.decode()
         if not topic.startswith(self.prefix):
             return
-        rest = topic[len(self.prefix):]
+        rest = topic[len(self.prefix) :]
         base = self.prefix
         if rest.startswith("name/"):
             name, rest = rest[5:].split("/", 1)
-            base += "name/%s/" % name
+            base += f"name/{name}/"
         op = rest
         req = json.loads(msg)
         self.requests.append((op, req))
@@ -181,20 +181,29 @@ class ShadowService:
             return
         if action[0] in ("foreign", "foreign_only"):
             for i in range(action[1]):
-                reply(op + "/accepted", {"clientToken": "someone-else-%d" % i,
-                                         "state": {}, "version": 999})
-                reply(op + "/rejected", {"clientToken": "someone-else-%d" % i,
-                                         "code": 400, "message": "not yours"})
+                reply(
+                    op + "/accepted",
+                    {"clientToken": f"someone-else-{i}", "state": {}, "version": 999},
+                )
+                reply(
+                    op + "/rejected",
+                    {
+                        "clientToken": f"someone-else-{i}",
+                        "code": 400,
+                        "message": "not yours",
+                    },
+                )
             if action[0] == "foreign_only":
                 return
         if action[0] == "reject":
-            reply(op + "/rejected", {"code": action[1], "message": action[2],
-                                     "clientToken": tok})
+            reply(op + "/rejected", {"code": action[1], "message": action[2], "clientToken": tok})
             return
         if op == "get":
             if self.doc is None:
-                reply("get/rejected", {"code": 404, "clientToken": tok,
-                                       "message": "No shadow exists with name: 'x'"})
+                reply(
+                    "get/rejected",
+                    {"code": 404, "clientToken": tok, "message": "No shadow exists with name: 'x'"},
+                )
             else:
                 d = dict(self.doc)
                 d["clientToken"] = tok
@@ -202,13 +211,17 @@ class ShadowService:
         elif op == "update":
             cur = self.doc["version"] if self.doc else 0
             if "version" in req and req["version"] != cur:
-                reply("update/rejected", {"code": 409, "message": "Version conflict",
-                                          "clientToken": tok})
+                reply(
+                    "update/rejected",
+                    {"code": 409, "message": "Version conflict", "clientToken": tok},
+                )
                 return
             if self.doc is None:
                 self.doc = {"state": {}, "version": 0}
             for part, vals in req["state"].items():
                 self.doc["state"].setdefault(part, {}).update(vals)
             self.doc["version"] += 1
-            reply("update/accepted", {"state": req["state"], "version": self.doc["version"],
-                                      "clientToken": tok})
+            reply(
+                "update/accepted",
+                {"state": req["state"], "version": self.doc["version"], "clientToken": tok},
+            )
