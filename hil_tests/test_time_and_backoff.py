@@ -93,3 +93,18 @@ def test_retry_delays_grow_capped_and_jittered(own_bench, make_kit):
     with Observer(own_bench) as obs:
         for k in kits:
             assert wait_shadow_connected(obs, k.thing, True, 10), k.console()
+
+
+def test_person_sets_clock_when_ntp_is_down(own_bench, make_kit):
+    """No NTP server answers, a person sets the RTC: after its NTP rounds the kit uses
+    that clock (and says so), but it never uses a clock nobody set."""
+    own_bench.set_ntp(blocked=True)
+    kit = make_kit(own_bench)
+    kit.power_on()
+    kit.wait_for(r"time not synced \(clock never set\)", 15)
+    kit.set_time(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
+    kit.wait_for(r"W time: no NTP server answered; using the clock as set", 40)
+    with Observer(own_bench) as obs:
+        assert wait_shadow_connected(obs, kit.thing, True, 15), kit.console()
+        doc = obs.shadow_get(kit.thing)
+    assert doc["state"]["reported"]["boot"]["time_source"] == "manual"
