@@ -12,7 +12,9 @@ import os
 
 CONFIG_FILE = "config.json"
 SCHEMA = 1
-_FORBIDDEN = ("user", "username", "password", "pass", "token", "secret", "api_key", "access_key")
+# The MQTT section takes these keys and no others: anything else (a user name, a
+# password, a token) would be a credential other than the TLS certificate.
+_MQTT_KEYS = ("endpoint", "port", "keepalive_s", "topic_prefix")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 
 
@@ -50,6 +52,17 @@ def _file(d, path):
     return name
 
 
+def _ntp_ok(spec):
+    if not isinstance(spec, str) or not spec or " " in spec:
+        return False
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        return True
+    if not host or not port.isdigit():
+        return False
+    return 0 < int(port) < 65536
+
+
 class Config:
     """Checked configuration. Attributes mirror config.json."""
 
@@ -63,9 +76,9 @@ class Config:
             raise ConfigError("thing_name must be 1-64 of A-Z a-z 0-9 _ -")
         mqtt = _get(doc, "mqtt", dict)
         for k in mqtt:
-            if k.lower() in _FORBIDDEN:
-                raise ConfigError(
-                    "mqtt.%s: only TLS certificates may be used as credentials" % k)
+            if k not in _MQTT_KEYS:
+                raise ConfigError("mqtt.%s: unknown field; only TLS certificates may be used "
+                                  "as credentials" % k)
         self.endpoint = _get(doc, "mqtt.endpoint", str)
         if not self.endpoint or "/" in self.endpoint or " " in self.endpoint:
             raise ConfigError("mqtt.endpoint must be a host name")
@@ -77,11 +90,13 @@ class Config:
         self.key_file = _file(doc, "tls.key")
         self.ca_file = _file(doc, "tls.ca")
         servers = _get(doc, "ntp.servers", list)
-        if not servers or any(not isinstance(s, str) or not s for s in servers):
-            raise ConfigError("ntp.servers must be a non-empty list of 'host' or 'host:port'")
+        if not servers or not all(_ntp_ok(s) for s in servers):
+            raise ConfigError("ntp.servers must be a non-empty list of 'host' or 'host:port' "
+                              "(port 1-65535)")
         self.ntp_servers = servers
         self.backoff_base_ms = _int(doc, "backoff.base_ms", 1, 600000, 1000)
-        self.backoff_cap_ms = _int(doc, "backoff.cap_ms", self.backoff_base_ms, 3600000, 120000)
+        self.backoff_cap_ms = _int(doc, "backoff.cap_ms", self.backoff_base_ms, 3600000,
+                                   max(120000, self.backoff_base_ms))
         self.backoff_reset_s = _int(doc, "backoff.reset_after_s", 1, 86400, 30)
         self.log_level = _get(doc, "log_level", str, "info")
         self.docs_url = _get(doc, "docs_url", str, "")

@@ -96,7 +96,7 @@ class Session:
                     self.shadow.update(reported=self._reported_for(delta))
             now = time.ticks_ms()
             if c.ping_outstanding:
-                if time.ticks_diff(now, c.last_tx) > ka_ms // 2:
+                if time.ticks_diff(now, c.ping_at) > ka_ms // 2:
                     raise OSError("no PINGRESP within %d ms" % (ka_ms // 2))
             elif time.ticks_diff(now, c.last_tx) > ka_ms // 2:
                 c.ping()

@@ -43,6 +43,7 @@ class Client(MQTTClient):
         self.last_tx = time.ticks_ms()
         self.last_rx = self.last_tx
         self.ping_outstanding = False
+        self.ping_at = self.last_tx
         self.set_callback(self._dispatch)
 
     def on(self, topic, handler):
@@ -86,12 +87,15 @@ class Client(MQTTClient):
             self.close()
 
     def publish(self, topic, msg, retain=False, qos=0):
+        # Packet ids are 1..65535 (0 is not allowed); the base class only counts up.
+        if self.pid >= 65535:
+            self.pid = 0
         self.last_tx = time.ticks_ms()
         super().publish(topic, msg, retain, qos)
 
     def ping(self):
         self.sock.write(b"\xc0\0")
-        self.last_tx = time.ticks_ms()
+        self.last_tx = self.ping_at = time.ticks_ms()
         self.ping_outstanding = True
 
     def subscribe(self, topic, qos=0):
@@ -104,7 +108,7 @@ class Client(MQTTClient):
 
         Returns the granted QoS list; raises MQTTException(0x80) if any is refused.
         """
-        self.pid += 1
+        self.pid = self.pid % 65535 + 1
         pid = self.pid
         sz = 2
         for t in topics:
@@ -176,5 +180,11 @@ class Client(MQTTClient):
         """Wait up to ``timeout_ms`` for a packet and process it. True if one came."""
         if not self._poller.poll(timeout_ms):
             return False
-        self.wait_msg()
+        op = self.wait_msg()
+        if op is not None:
+            # A packet nobody waits for (a late PUBACK or SUBACK): skip its body so the
+            # stream stays in step.
+            n = self._recv_len()
+            if n:
+                self.sock.read(n)
         return True

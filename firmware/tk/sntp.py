@@ -46,6 +46,8 @@ def query(host, port=123, timeout_ms=2000):
         s.close()
     if len(resp) < 48:
         raise SNTPError("short reply")
+    if resp[0] >> 6 == 3:
+        raise SNTPError("server clock not synchronised (leap indicator 3)")
     mode = resp[0] & 7
     stratum = resp[1]
     if mode != 4:

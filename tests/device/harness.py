@@ -69,10 +69,6 @@ def libfaketime() -> str | None:
     return hits[0] if hits else None
 
 
-class MicroPythonError(AssertionError):
-    pass
-
-
 class MicroPython:
     """Runs snippets on the unix port in ``cwd`` (the test's tmp_path)."""
 

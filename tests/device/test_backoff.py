@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from .harness import parse_json_lines
+
 
 def test_windows_double_from_base_to_cap_and_stay(mpy):
     r = mpy.one("""
@@ -104,8 +106,6 @@ def test_two_kits_started_together_draw_different_sequences(mpy):
         out([b.next()[0] for _ in range(20)])
     """
     procs = [mpy.spawn(code) for _ in range(2)]
-    from .harness import parse_json_lines
-
     seqs = [parse_json_lines(mpy.finish(p))[0] for p in procs]
     assert len(seqs[0]) == len(seqs[1]) == 20
     assert seqs[0] != seqs[1]

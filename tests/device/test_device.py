@@ -16,7 +16,7 @@ class Client(FakeMQTT):
     # FakeMQTT plus the keepalive bookkeeping of tk.mqtt.Client.
     def __init__(self):
         super().__init__()
-        self.last_tx = time.ticks_ms()
+        self.last_tx = self.ping_at = time.ticks_ms()
         self.ping_outstanding = False
         self.pings = 0
         self.max_polls = 1000
@@ -33,7 +33,7 @@ class Client(FakeMQTT):
     def ping(self):
         self.pings += 1
         self.ping_outstanding = True
-        self.last_tx = time.ticks_ms()
+        self.last_tx = self.ping_at = time.ticks_ms()
     def poll(self, timeout_ms):
         if self.polls >= self.max_polls:
             raise RuntimeError("test over")
@@ -205,7 +205,7 @@ def test_serve_ends_session_without_pingresp(mpy):
         prelude=setup(mpy, None),
         code="""
         c.ping_outstanding = True
-        c.last_tx = time.ticks_add(time.ticks_ms(), -30500)
+        c.ping_at = time.ticks_add(time.ticks_ms(), -30500)
         try:
             s.serve()
         except OSError as e:

@@ -162,11 +162,6 @@ def test_bad_replies_raise_sntp_error(mpy, reply, message):
     assert r.get("error") == ["SNTPError", message]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tk.sntp accepts a reply with LI=3 (alarm: "
-    "server clock not synchronised); RFC 4330 section 5 says discard it",
-)
 def test_leap_indicator_alarm_is_refused(mpy):
     with CraftedUDPServer(lambda q: ntp_reply(q, first=0xE4)) as srv:  # LI 3, VN 4, mode 4
         r = query(mpy, srv.port)
