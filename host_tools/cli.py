@@ -99,7 +99,12 @@ def _saved_heap(root: Path) -> str:
 def cmd_kit_create(args: argparse.Namespace) -> int:
     from host_tools.kit.provision import create_sim_kit
     from host_tools.kit.sim import DEFAULT_HEAP
+    from provisioning.bundle import BundleError, check_thing_name
 
+    try:
+        check_thing_name(args.name)
+    except BundleError as exc:
+        raise UserError(str(exc)) from exc
     b = _bench(args)
     if not b.is_up():
         raise UserError("the bench is not up", where="thingkit bench up")

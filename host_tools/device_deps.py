@@ -70,14 +70,21 @@ def _download(name: str, pkg: dict, timeout: float) -> bytes:
 def _unpack(data: bytes, files: dict[str, str], dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for member, target in files.items():
-            f = tar.extractfile(member)
-            if f is None:
-                raise UserError(f"{member} is not in the package", where=str(DEPS_FILE))
-            path = tmp / target
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(f.read())
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member, target in files.items():
+                try:
+                    f = tar.extractfile(member)
+                except KeyError:
+                    f = None
+                if f is None:
+                    raise UserError(f"{member} is not in the package", where=str(DEPS_FILE))
+                path = tmp / target
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(f.read())
+    except (tarfile.TarError, OSError, UserError):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / ".complete").write_text("ok\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

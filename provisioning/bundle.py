@@ -39,7 +39,7 @@ class BundleError(ValueError):
 
 def check_thing_name(name: str) -> str:
     """Return ``name`` if it is a valid thing name, else raise :class:`BundleError`."""
-    if not THING_NAME_RE.match(name):
+    if not isinstance(name, str) or not THING_NAME_RE.fullmatch(name):
         raise BundleError(f"thing name {name!r} is not valid: use 1-64 letters, digits, '_' or '-'")
     return name
 

@@ -154,14 +154,16 @@ class CertificateAuthority:
     Use :meth:`create` to make a new one and :meth:`load` to open an existing one.
     """
 
-    def __init__(self, directory: Path, root: KeyPair | None, issuing: KeyPair) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        root_cert: x509.Certificate,
+        issuing: KeyPair,
+        root: KeyPair | None = None,
+    ) -> None:
         self.directory = directory
         self._root = root
-        self.root_cert = (
-            root.cert
-            if root
-            else x509.load_pem_x509_certificate((directory / ROOT_CERT).read_bytes())
-        )
+        self.root_cert = root_cert
         self.issuing = issuing
 
     @classmethod
@@ -192,7 +194,7 @@ class CertificateAuthority:
         _write_private(directory / ISSUING_KEY, issuing.key_pem(passphrase))
         (directory / ROOT_CERT).write_bytes(root.cert_pem)
         (directory / ISSUING_CERT).write_bytes(issuing.cert_pem)
-        return cls(directory, root, issuing)
+        return cls(directory, root.cert, issuing, root)
 
     @classmethod
     def load(cls, directory: Path, passphrase: bytes | None = None) -> CertificateAuthority:
@@ -202,6 +204,7 @@ class CertificateAuthority:
             CAError: files missing, or the key cannot be decrypted.
         """
         try:
+            root_cert = x509.load_pem_x509_certificate((directory / ROOT_CERT).read_bytes())
             cert = x509.load_pem_x509_certificate((directory / ISSUING_CERT).read_bytes())
             key = serialization.load_pem_private_key(
                 (directory / ISSUING_KEY).read_bytes(), password=passphrase
@@ -212,7 +215,7 @@ class CertificateAuthority:
             raise CAError(f"cannot open the issuing key in {directory}: {exc}") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CAError(f"{directory / ISSUING_KEY} is not an EC key")
-        return cls(directory, None, KeyPair(key, cert))
+        return cls(directory, root_cert, KeyPair(key, cert))
 
     @classmethod
     def open_or_create(

@@ -232,6 +232,11 @@ class Bench:
 
     # -- time ------------------------------------------------------------------
     def set_ntp(self, offset_s: float = 0.0, blocked: bool = False) -> None:
+        """Skew or block the bench's NTP server (takes effect on its next request)."""
+        if not self.layout.root.is_dir():
+            raise UserError(
+                "the bench is not up", f"no bench in {self.layout.root}", "thingkit bench up"
+            )
         write_control(self.layout.ntp_control, offset_s, blocked)
 
     def broker_log(self) -> str:

@@ -1,0 +1,344 @@
+"""Tests for the ``thingkit`` command line: parsing, dispatch, exit codes, error lines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from host_tools import cli, device_deps
+from host_tools.bench.bench import Bench
+from host_tools.bench.ntp_server import read_control
+from host_tools.errors import UserError
+from provisioning.bundle import BundleError
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_error_line(err: str, expected: str) -> None:
+    assert "Traceback" not in err
+    assert err.splitlines() == [expected]
+
+
+# -- parser -------------------------------------------------------------------------------
+def parse(*argv: str):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_parse_bench_commands() -> None:
+    a = parse("bench", "up", "--port", "18883", "--root", "/x/bench")
+    assert (a.command, a.sub, a.func, a.port, a.root) == (
+        "bench",
+        "up",
+        cli.cmd_bench_up,
+        18883,
+        Path("/x/bench"),
+    )
+    a = parse("bench", "up")
+    assert (a.port, a.root) == (None, None)
+    a = parse("bench", "down")
+    assert a.func is cli.cmd_bench_down
+    a = parse("bench", "status", "--json")
+    assert (a.func, a.json) == (cli.cmd_bench_status, True)
+    assert parse("bench", "status").json is False
+    a = parse("bench", "ntp", "--offset", "-30.5", "--block")
+    assert (a.func, a.offset, a.block) == (cli.cmd_bench_ntp, -30.5, True)
+    a = parse("bench", "ntp")
+    assert (a.offset, a.block) == (0.0, False)
+
+
+def test_parse_kit_commands() -> None:
+    a = parse("kit", "create", "kit-1", "--heap", "64k", "--source", "--root", "r")
+    assert (a.func, a.name, a.heap, a.source, a.root) == (
+        cli.cmd_kit_create,
+        "kit-1",
+        "64k",
+        True,
+        Path("r"),
+    )
+    a = parse("kit", "create", "kit-1")
+    assert (a.heap, a.source) == (None, False)
+    for sub, func in (
+        ("start", cli.cmd_kit_start),
+        ("stop", cli.cmd_kit_stop),
+        ("console", cli.cmd_kit_console),
+        ("set-time", cli.cmd_kit_set_time),
+    ):
+        a = parse("kit", sub, "kit-9")
+        assert (a.func, a.name) == (func, "kit-9")
+    assert parse("kit", "set-time", "kit-1", "2024-01-02 03:04:05").when == "2024-01-02 03:04:05"
+    assert parse("kit", "set-time", "kit-1").when is None
+
+
+def test_parse_validate_and_deps() -> None:
+    a = parse("validate", "--json", "--workdir", "w")
+    assert (a.func, a.board, a.json, a.workdir) == (cli.cmd_validate, "sim", True, Path("w"))
+    a = parse("validate", "--board", "esp32")
+    assert (a.board, a.json, a.workdir) == ("esp32", False, None)
+    assert parse("deps", "fetch").func is cli.cmd_deps_fetch
+    assert parse("-v", "bench", "status").verbose is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bench"],
+        ["kit"],
+        ["deps"],
+        ["kit", "start"],
+        ["bench", "launch"],
+        ["flash"],
+        ["bench", "up", "--port", "x"],
+    ],
+)
+def test_parse_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert "usage: thingkit" in capsys.readouterr().err
+
+
+# -- bench commands ---------------------------------------------------------------------------
+def test_bench_status_of_empty_root_is_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = run(capsys, "bench", "status", "--root", str(tmp_path))
+    assert rc == 3
+    assert err == ""
+    assert out.splitlines() == [
+        f"bench down ({tmp_path.resolve()})",
+        "  broker   pid None port None stopped",
+        "  services pid None stopped; ntp port None",
+        "  things   (none)",
+    ]
+
+
+def test_bench_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "bench", "status", "--json", "--root", str(tmp_path))
+    assert rc == 3
+    assert json.loads(out) == {
+        "root": str(tmp_path.resolve()),
+        "up": False,
+        "broker": {"pid": None, "port": None, "alive": False},
+        "services": {"pid": None, "alive": False},
+        "ntp_port": None,
+        "things": [],
+    }
+
+
+def test_bench_ntp_writes_control(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(
+        capsys, "bench", "ntp", "--root", str(tmp_path), "--offset", "-12.5", "--block"
+    )
+    assert rc == 0
+    assert out == "bench ntp: offset -12.5 s, blocked\n"
+    assert read_control(tmp_path / "ntp.json") == {"offset_s": -12.5, "blocked": True}
+    rc, out, _ = run(capsys, "bench", "ntp", "--root", str(tmp_path))
+    assert out == "bench ntp: offset +0.0 s, answering\n"
+    assert read_control(tmp_path / "ntp.json") == {"offset_s": 0.0, "blocked": False}
+
+
+def test_bench_ntp_without_bench_dir_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = run(capsys, "bench", "ntp", "--root", str(tmp_path / "never-started"))
+    assert rc == 1
+    assert len(err.splitlines()) == 1 and err.startswith("thingkit: ")
+
+
+def test_bench_down_when_nothing_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "bench", "down", "--root", str(tmp_path))
+    assert (rc, out, err) == (0, "bench down\n", "")
+
+
+@pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto not installed")
+def test_bench_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "bench"
+    try:
+        rc, out, _ = run(capsys, "bench", "up", "--root", str(root))
+        assert rc == 0
+        st = Bench(root).state
+        assert out.startswith("bench up in ")
+        assert out.rstrip("\n").endswith(
+            f"s: mqtts://localhost:{st['broker_port']} (TLS 1.2, client certificates), "
+            f"ntp 127.0.0.1:{st['ntp_port']}, state {root.resolve()}"
+        )
+        rc, out, _ = run(capsys, "bench", "status", "--json", "--root", str(root))
+        doc = json.loads(out)
+        assert rc == 0 and doc["up"] is True
+        assert doc["broker"] == {"pid": st["broker_pid"], "port": st["broker_port"], "alive": True}
+        rc, out, _ = run(capsys, "bench", "down", "--root", str(root))
+        assert (rc, out) == (0, "bench down\n")
+        rc, _, _ = run(capsys, "bench", "status", "--root", str(root))
+        assert rc == 3
+    finally:
+        Bench(root).down()
+
+
+# -- kit commands ---------------------------------------------------------------------------
+def test_kit_start_unknown_kit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "kit", "start", "nosuchkit", "--root", str(tmp_path / "bench"))
+    assert rc == 1
+    assert out == ""
+    assert_one_error_line(
+        err, "thingkit: no kit named nosuchkit; see thingkit kit create nosuchkit"
+    )
+
+
+@pytest.mark.parametrize("sub", ["stop", "console", "set-time"])
+def test_other_kit_commands_on_unknown_kit(
+    sub: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = run(capsys, "kit", sub, "ghost", "--root", str(tmp_path / "bench"))
+    assert rc == 1
+    assert_one_error_line(err, "thingkit: no kit named ghost; see thingkit kit create ghost")
+
+
+def test_kit_create_needs_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "kit", "create", "kit-1", "--root", str(tmp_path / "bench"))
+    assert rc == 1
+    assert_one_error_line(err, "thingkit: the bench is not up; see thingkit bench up")
+    assert not (tmp_path / "kits").exists()
+
+
+@pytest.fixture
+def kit_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "kits" / "kit-1"
+    d.mkdir(parents=True)
+    (d / "console.log").write_text("boot\nshadow synced\n")
+    return d
+
+
+def test_kit_console(kit_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "kit", "console", "kit-1", "--root", str(tmp_path / "bench"))
+    assert (rc, out) == (0, "boot\nshadow synced\n")
+
+
+def test_kit_set_time(kit_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(
+        capsys, "kit", "set-time", "kit-1", "2024-05-06 07:08:09", "--root", str(tmp_path / "bench")
+    )
+    assert rc == 0
+    assert out == "kit kit-1: RTC set to 2024-05-06 07:08:09 UTC\n"
+    assert (kit_dir / "rtc").read_text() == "@2024-05-06 07:08:09\n"
+
+
+def test_kit_stop_when_not_running(
+    kit_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, _ = run(capsys, "kit", "stop", "kit-1", "--root", str(tmp_path / "bench"))
+    assert (rc, out) == (0, "kit kit-1 powered off\n")
+
+
+@pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto not installed")
+def test_kit_create_invalid_name_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from host_tools.kit.sim import SimKit
+
+    monkeypatch.setattr(SimKit, "install_firmware", lambda self, **kw: [])  # no flashing needed
+    root = tmp_path / "bench"
+    try:
+        Bench(root).up()
+        rc = cli.main(["kit", "create", "bad#name", "--root", str(root)])
+        err = capsys.readouterr().err
+        assert rc == 1
+        assert_one_error_line(
+            err,
+            "thingkit: thing name 'bad#name' is not valid: use 1-64 letters, digits, '_' or '-'",
+        )
+    finally:
+        Bench(root).down()
+
+
+# -- validate / deps --------------------------------------------------------------------------
+def test_validate_unknown_board(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "validate", "--board", "esp32")
+    assert rc == 1 and out == ""
+    assert_one_error_line(
+        err,
+        "thingkit: validate --board esp32 is not available yet; "
+        "only the virtual kit (sim) can be validated by this command so far",
+    )
+
+
+def test_deps_fetch_hash_mismatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THINGKIT_CACHE", str(tmp_path))
+    pinned = "0" * 64
+    monkeypatch.setattr(
+        device_deps,
+        "packages",
+        lambda: {
+            "demo": {
+                "version": "1",
+                "url": "https://example.invalid/d.tgz",
+                "sha256": pinned,
+                "files": {"a.py": "lib/a.py"},
+            },
+        },
+    )
+
+    class Resp:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a: object) -> None:
+            return None
+
+        def read(self) -> bytes:
+            return b"tampered"
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=0: Resp())
+    rc, _, err = run(capsys, "deps", "fetch")
+    assert rc == 1
+    digest = hashlib.sha256(b"tampered").hexdigest()
+    assert_one_error_line(
+        err,
+        f"thingkit: device package demo failed its hash check; got sha256 {digest}, "
+        f"pinned {pinned}; see {device_deps.DEPS_FILE}",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- error handling in main -------------------------------------------------------------------
+def test_main_user_error_from_any_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(args):
+        raise UserError("it broke", "a cause", "some.log")
+
+    monkeypatch.setattr(cli, "cmd_bench_down", boom)
+    rc, out, err = run(capsys, "bench", "down", "--root", str(tmp_path))
+    assert (rc, out) == (1, "")
+    assert_one_error_line(err, "thingkit: it broke; a cause; see some.log")
+
+
+def test_main_keyboard_interrupt_is_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_bench_down", interrupted)
+    assert run(capsys, "bench", "down", "--root", str(tmp_path))[0] == 130
+
+
+def test_main_bug_keeps_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_bench_down", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["bench", "down", "--root", str(tmp_path)])
