@@ -13,7 +13,6 @@ from host_tools import cli, device_deps
 from host_tools.bench.bench import Bench
 from host_tools.bench.ntp_server import read_control
 from host_tools.errors import UserError
-from provisioning.bundle import BundleError
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 
