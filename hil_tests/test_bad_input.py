@@ -20,7 +20,9 @@ def test_bad_config_idles_with_clear_error_then_recovers(bench, make_kit, observ
     doc["mqtt"]["password"] = "hunter2"  # only certificates are credentials
     cfg_path.write_text(json.dumps(doc))
     kit.power_on()
-    kit.wait_for(r"E main: config: mqtt\.password: unknown field; only TLS certificates may be used", 10)
+    kit.wait_for(
+        r"E main: config: mqtt\.password: unknown field; only TLS certificates may be used", 10
+    )
     time.sleep(2)
     assert kit.is_running(), "a bad config must not stop the device"
     assert "Traceback" not in kit.console()

@@ -109,7 +109,7 @@ def cmd_kit_create(args: argparse.Namespace) -> int:
     if not b.is_up():
         raise UserError("the bench is not up", where="thingkit bench up")
     heap = args.heap or DEFAULT_HEAP
-    kit = create_sim_kit(b, _kits_root(args), args.name, heap=heap, mpy=not args.source)
+    kit = create_sim_kit(b, _kits_root(args), args.name, heap=heap, mode=args.mode)
     (kit.root / "heap").write_text(heap)
     print(f"kit {args.name}: firmware and identity in {kit.flash}; thing registered on the bench")
     return 0
@@ -205,9 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         if name == "create":
             sp.add_argument("--heap", help="GC heap size, e.g. 80k")
-            sp.add_argument("--source", action="store_true", help="install .py instead of .mpy")
+            sp.add_argument(
+                "--mode",
+                choices=["romfs", "mpy", "source"],
+                default="romfs",
+                help="firmware as a ROMFS image (default), .mpy files or .py source",
+            )
         if name == "set-time":
             sp.add_argument("when", nargs="?", help="'YYYY-MM-DD hh:mm:ss' UTC (default: now)")
+
+    from host_tools.boards.cli import register as register_boards
+
+    register_boards(sub)
 
     v = sub.add_parser("validate", help="run the checklist against a kit and report")
     v.add_argument("--board", default="sim")

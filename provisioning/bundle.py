@@ -59,6 +59,8 @@ class DeviceConfig:
     backoff_reset_s: int = 30
     log_level: str = "info"
     docs_url: str = ""
+    telemetry_interval_s: int = 10
+    diag_interval_s: int = 60
 
     def to_json(self) -> dict:
         """The JSON document the firmware reads."""
@@ -81,6 +83,8 @@ class DeviceConfig:
             },
             "log_level": d["log_level"],
             "docs_url": d["docs_url"],
+            "app2": {"interval_s": d["telemetry_interval_s"]},
+            "diag": {"interval_s": d["diag_interval_s"]},
         }
 
 

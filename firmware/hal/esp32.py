@@ -58,3 +58,19 @@ def unique_id():
 
 def reset_cause():
     return _CAUSES.get(machine.reset_cause(), "other")
+
+
+def running_slot():
+    import esp32
+    return esp32.Partition(esp32.Partition.RUNNING).info()[4]
+
+
+def rssi():
+    try:
+        return network.WLAN(network.STA_IF).status("rssi")
+    except Exception:
+        return None
+
+
+# Peripherals: machine, esp32 and neopixel (hal/esp32_hw.py).
+from hal.esp32_hw import adc, i2c, mcu_temperature, neopixel, pin_in, pin_out, touch  # noqa: E402,F401

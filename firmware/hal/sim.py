@@ -35,3 +35,20 @@ def unique_id():
 
 def reset_cause():
     return os.getenv("TK_SIM_RESET") or "power_on"
+
+
+def running_slot():
+    # Firmware slots are emulated with files once OTA lands; until then one slot.
+    return "ota_0"
+
+
+def rssi():
+    # A fixed, plausible Wi-Fi signal; the sim's hardware state may override it.
+    try:
+        return int(os.getenv("TK_SIM_RSSI") or -55)
+    except ValueError:
+        return -55
+
+
+# Peripherals: emulated register by register (hal/sim_hw.py), so the real drivers run.
+from hal.sim_hw import adc, i2c, mcu_temperature, neopixel, pin_in, pin_out, touch  # noqa: E402,F401

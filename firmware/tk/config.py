@@ -99,6 +99,8 @@ class Config:
                                    max(120000, self.backoff_base_ms))
         self.backoff_reset_s = _int(doc, "backoff.reset_after_s", 1, 86400, 30)
         self.log_level = _get(doc, "log_level", str, "info")
+        self.telemetry_interval_s = _int(doc, "app2.interval_s", 1, 3600, 10)
+        self.diag_interval_s = _int(doc, "diag.interval_s", 10, 86400, 60)
         self.docs_url = _get(doc, "docs_url", str, "")
         self.wifi = doc.get("wifi")
 

@@ -1,4 +1,4 @@
-"""The device's life: clock, connect with backoff, shadow sync, App #1, serve.
+"""The device's life: clock, connect with backoff, shadow sync, App #1, App #2, serve.
 
     device.run(hal, cfg)   # never returns
 
@@ -7,11 +7,15 @@ close the socket, wait a full-jitter backoff delay, try again. The backoff reset
 connection has stayed up for ``backoff.reset_after_s``.
 """
 import gc
+import os
 import time
 
-from tk import clock, config, settings, timesync
+from tk import board as boardfile
+from tk import clock, config, log, settings, timesync
 from tk.app1 import App1, last_will
+from tk.app2 import App2
 from tk.backoff import Backoff
+from tk.diag import Diag
 from tk.log import Logger
 from tk.mqtt import Client
 from tk.shadow import Shadow
@@ -22,9 +26,13 @@ _log = Logger("device")
 
 
 class Session:
-    """One MQTT connection and everything that runs over it."""
+    """One MQTT connection and everything that runs over it.
 
-    def __init__(self, hal, cfg, boot_info):
+    ``app2`` and ``diag`` outlive sessions (sequence numbers, drivers, heap minimum);
+    each session points them at its client.
+    """
+
+    def __init__(self, hal, cfg, boot_info, app2, diag):
         self.hal = hal
         self.cfg = cfg
         self.boot_info = boot_info
@@ -40,7 +48,16 @@ class Session:
                                   True, 1)
         self.shadow = Shadow(self.client, cfg.thing_name)
         self.shadow.on_delta = self._on_delta
+        # App #2 values and diagnostics go to named shadows the device only writes: the
+        # classic shadow (read on every connect) stays small, so does the RAM to parse it.
+        self.app2_shadow = Shadow(self.client, cfg.thing_name, "app2")
+        self.diag_shadow = Shadow(self.client, cfg.thing_name, "diag")
         self.app1 = App1(self.client, cfg.thing_name, self.topics, VERSION)
+        self.app2 = app2
+        self.diag = diag
+        for part in (app2, diag):
+            if part is not None:
+                part.client = self.client
         self._pending_delta = None
 
     def open(self):
@@ -59,7 +76,7 @@ class Session:
         doc = self.shadow.get()
         version = doc["version"] if doc else None
         delta = doc.get("state", {}).get("delta") if doc else None
-        reported = self._reported_for(delta)
+        reported = self._apply_settings(delta)
         reported["connected"] = True
         reported["fw"] = VERSION
         reported["board"] = self.hal.NAME
@@ -67,18 +84,27 @@ class Session:
         acc = self.shadow.update(reported=reported, version=version)
         _log.info("shadow synced: connected=true (version %s)", acc.get("version"))
 
-    def _reported_for(self, delta):
+    def _apply_settings(self, delta):
+        """Apply desired settings (if any); return the reported part that answers them."""
         rep = {}
         if delta and "settings" in delta:
             cur, rejected = settings.apply(delta["settings"])
             for k, why in rejected.items():
                 if why:
                     _log.warn("setting %s refused: %s", k, why)
-            rep["settings"] = cur
             rep["settings_rejected"] = rejected
-        else:
-            rep["settings"] = settings.current()
+        rep["settings"] = settings.current()
+        self._push_settings()
         return rep
+
+    def _push_settings(self):
+        if self.app2 is not None:
+            if self.app2.interval_ms != int(settings.value("telemetry_interval_s") * 1000):
+                self.app2.set_interval(settings.value("telemetry_interval_s"))
+            self.app2.set_enabled(settings.enabled_components())
+        if self.diag is not None:
+            if self.diag.interval_ms != int(settings.value("diag_interval_s") * 1000):
+                self.diag.set_interval(settings.value("diag_interval_s"))
 
     def _on_delta(self, state, version):
         # Handled from the main loop, not inside the MQTT callback.
@@ -89,11 +115,23 @@ class Session:
         c = self.client
         ka_ms = self.cfg.keepalive_s * 1000
         while True:
-            c.poll(1000)
+            wait = 1000
+            if self.app2 is not None:
+                wait = min(wait, self.app2.ms_to_due())
+            c.poll(wait)
             if self._pending_delta is not None:
                 delta, self._pending_delta = self._pending_delta, None
                 if "settings" in delta:
-                    self.shadow.update(reported=self._reported_for(delta))
+                    self.shadow.report(self._apply_settings(delta))
+            if self.app2 is not None:
+                r = self.app2.tick()
+                if r is not None:
+                    self.app2_shadow.report(self.app2.shadow_report(*r))
+            if self.diag is not None:
+                self.diag.sample()
+                d = self.diag.tick()
+                if d is not None:
+                    self.diag_shadow.report(d)
             now = time.ticks_ms()
             if c.ping_outstanding:
                 if time.ticks_diff(now, c.ping_at) > ka_ms // 2:
@@ -105,22 +143,44 @@ class Session:
         self.client.close()
 
 
+def _parts(hal, cfg, boot_id):
+    """App #2 (if the board has components) and diagnostics, made once per boot."""
+    topics = Topics(cfg.topic_prefix, cfg.thing_name)
+    try:
+        b = boardfile.load()
+        comps, buses = boardfile.components(b), b.get("buses", {})
+    except boardfile.BoardError as e:
+        _log.warn("App #2 off: %s", e)
+        comps, buses = [], {}
+    settings.configure([c["id"] for c in comps], cfg.telemetry_interval_s, cfg.diag_interval_s)
+    app2 = App2(None, cfg.thing_name, topics.telemetry, comps, hal, boot_id, buses) if comps else None
+    if app2 is not None:
+        app2.set_interval(cfg.telemetry_interval_s)
+        _log.info("App #2: %d components every %d s", len(comps), cfg.telemetry_interval_s)
+    diag = Diag(None, cfg.thing_name, topics.diag, hal)
+    diag.set_interval(cfg.diag_interval_s)
+    return app2, diag
+
+
 def run(hal, cfg):
-    log_ok = cfg.log_level
-    from tk import log
-    if not log.set_level(log_ok):
-        _log.warn("log_level %r unknown; keeping info", log_ok)
-    boot = {"reason": hal.reset_cause(), "uid": hal.unique_id(), "fw": VERSION}
+    if not log.set_level(cfg.log_level):
+        _log.warn("log_level %r unknown; keeping info", cfg.log_level)
+    boot_id = "%08x" % int.from_bytes(os.urandom(4), "big")
+    boot = {"id": boot_id, "reason": hal.reset_cause(), "uid": hal.unique_id(), "fw": VERSION}
     hal.network_up(cfg)
     how = timesync.sync(hal, cfg.ntp_servers, cfg.backoff_base_ms, min(cfg.backoff_cap_ms, 60000))
     boot["time_source"] = how
     boot["at"] = clock.unix_s()
+    app2, diag = _parts(hal, cfg, boot_id)
     backoff = Backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms)
+    sessions = 0
     while True:
         session = None
         up_at = None
         try:
-            session = Session(hal, cfg, boot)
+            session = Session(hal, cfg, boot, app2, diag)
+            sessions += 1
+            diag.reconnects = sessions - 1
             session.open()
             up_at = time.ticks_ms()
             session.serve()

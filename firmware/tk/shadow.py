@@ -73,8 +73,14 @@ class Shadow:
             return
         if not isinstance(doc, dict):
             return
-        if self._waiting is not None and doc.get("clientToken") == self._waiting:
-            self._reply = (bytes(topic)[len(self.base):], doc)
+        token = doc.get("clientToken")
+        suffix = bytes(topic)[len(self.base):]
+        if self._waiting is not None and token == self._waiting:
+            self._reply = (suffix, doc)
+        elif suffix.endswith(b"rejected") and isinstance(token, str) \
+                and token.startswith(self._prefix):
+            # The answer to a report() nobody waits for.
+            _log.warn("shadow refused an update: %s %s", doc.get("code"), doc.get("message"))
 
     def _on_delta(self, topic, msg):
         try:
@@ -111,6 +117,12 @@ class Shadow:
             raise ShadowTimeout("no reply to %s" % op.decode())
         finally:
             self._waiting = None
+
+    def report(self, reported):
+        """Publish an update of reported state without waiting for the answer (periodic
+        reports must not stall the loop); a rejection is logged when it comes."""
+        body = {"state": {"reported": reported}, "clientToken": self._token()}
+        self.client.publish(self.base + b"update", json.dumps(body).encode(), False, 1)
 
     def get(self):
         """Return the full shadow document, or None when the shadow does not exist."""

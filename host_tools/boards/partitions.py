@@ -7,6 +7,7 @@ app partitions start on 64 KiB boundaries, other partitions on 4 KiB boundaries,
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -73,6 +74,9 @@ def read_partitions(raw: list, issues: Issues) -> list[Partition]:
         if missing:
             issues.error(where, f"missing field '{missing[0]}'")
             continue
+        if not (isinstance(name, str) and name and isinstance(row["subtype"], (str, int))):
+            issues.error(where, "name and subtype must be text")
+            continue
         offset, size = parse_int(row["offset"]), parse_int(row["size"])
         if offset is None or size is None or offset < 0 or size <= 0:
             issues.error(where, "offset and size must be non-negative numbers (size > 0)")
@@ -81,14 +85,16 @@ def read_partitions(raw: list, issues: Issues) -> list[Partition]:
         if ptype not in ("app", "data"):
             issues.error(where, f"type '{ptype}' must be app or data")
             continue
-        if ptype == "app" and subtype not in _APP_SUBTYPES:
+        if ptype == "app" and str(subtype) not in _APP_SUBTYPES:
             issues.error(where, f"app subtype '{subtype}' must be factory, test or ota_0..ota_15")
             continue
         out.append(Partition(name, ptype, str(subtype), offset, size))
     return out
 
 
-def check_partitions(parts: list[Partition], flash: int | None, flash_size: str, issues: Issues):
+def check_partitions(
+    parts: list[Partition], flash: int | None, flash_size: str, issues: Issues
+) -> None:
     """Layout rules for well-formed rows ``parts`` on a flash of ``flash`` bytes."""
     seen: set[str] = set()
     for p in parts:
@@ -111,11 +117,9 @@ def check_partitions(parts: list[Partition], flash: int | None, flash_size: str,
         if p.size % SECTOR:
             issues.error(where, f"size 0x{p.size:x} is not a multiple of 4 KiB (0x1000)")
         if flash is not None and p.end > flash:
-            issues.error(
-                where, f"ends at 0x{p.end:x}, beyond the {flash_size} flash (0x{flash:x})"
-            )
+            issues.error(where, f"ends at 0x{p.end:x}, beyond the {flash_size} flash (0x{flash:x})")
     ordered = sorted(parts, key=lambda p: p.offset)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         if b.offset < a.end:
             issues.error(
                 f"partition '{b.name}'",
@@ -150,7 +154,8 @@ def _check_roles(parts: list[Partition], issues: Issues) -> None:
         )
     if not any(p.type == "data" and p.subtype == "nvs" for p in parts):
         issues.error(
-            "partitions", "no nvs partition (type data, subtype nvs); Wi-Fi and MicroPython need one"
+            "partitions",
+            "no nvs partition (type data, subtype nvs); Wi-Fi and MicroPython need one",
         )
 
 
@@ -160,8 +165,10 @@ def check_filesystem(fs: object, parts: list[Partition], issues: Issues) -> None
         issues.error("filesystem", 'must be an object: {"partition": "vfs", "type": "littlefs"}')
         return
     name, fstype = fs.get("partition"), fs.get("type")
-    if fstype not in FILESYSTEMS:
-        issues.error("filesystem", f"type {fstype!r} must be one of {', '.join(sorted(FILESYSTEMS))}")
+    if not isinstance(fstype, str) or fstype not in FILESYSTEMS:
+        issues.error(
+            "filesystem", f"type {fstype!r} must be one of {', '.join(sorted(FILESYSTEMS))}"
+        )
     match = [p for p in parts if p.name == name]
     if not match:
         issues.error("filesystem", f"partition {name!r} is not in partitions")

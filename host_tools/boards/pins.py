@@ -49,14 +49,15 @@ def pin_uses(buses: dict, components: list) -> list[PinUse]:
     for bid, bus in buses.items():
         if not isinstance(bus, dict):
             continue
-        for f in BUS_PINS.get(bus.get("kind"), ()):
+        kind = bus.get("kind")
+        for f in BUS_PINS.get(kind, ()) if isinstance(kind, str) else ():
             if _is_gpio(bus.get(f)):
                 uses.append(PinUse(bus[f], f"bus '{bid}'", f, f in BUS_OUTPUTS, bus))
     for comp in components:
         if not isinstance(comp, dict):
             continue
         owner = f"component '{comp.get('id')}'"
-        out = comp.get("kind") in OUTPUT_KINDS
+        out = isinstance(comp.get("kind"), str) and comp["kind"] in OUTPUT_KINDS
         if _is_gpio(comp.get("pin")):
             uses.append(PinUse(comp["pin"], owner, "", out, comp))
         pins = comp.get("pins")
@@ -92,8 +93,11 @@ def _check_use(use: PinUse, chip: Chip, reserved: dict[int, str], issues: Issues
             need = use.field
         else:
             kind = str(spec.get("kind"))
-            need = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
-        issues.error(use.owner, f"{use.label()} is input-only on {name}; {need} needs an output pin")
+            an = kind[:1] in "aeiou" or kind == "led"  # "an led", as it is read out
+            need = f"{'an' if an else 'a'} {kind}"
+        issues.error(
+            use.owner, f"{use.label()} is input-only on {name}; {need} needs an output pin"
+        )
     if spec.get("pull") in ("up", "down") and g in chip.input_only:
         issues.error(
             use.owner,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from host_tools.boards.issues import Issues
 from host_tools.boards.partitions import Partition, flash_bytes, parse_int
-from host_tools.boards.schema import check_data, check_file, shown
+from host_tools.boards.schema import check_file, shown
 from host_tools.errors import UserError
 from host_tools.paths import BOARDS
 
@@ -57,7 +57,7 @@ class Board:
         for p in self.partitions:
             if p.name == name:
                 return p
-        raise UserError(f"board {self.id} has no partition '{name}'", where=shown(self.path))
+        raise UserError(f"board {self.id} has no partition '{name}'", where=self._where())
 
     def filesystem_offset(self) -> int:
         """Flash offset of the filesystem partition."""
@@ -70,7 +70,10 @@ class Board:
         for c in self.components:
             if c["id"] == cid:
                 return c
-        raise UserError(f"board {self.id} has no component '{cid}'", where=shown(self.path))
+        raise UserError(f"board {self.id} has no component '{cid}'", where=self._where())
+
+    def _where(self) -> str:
+        return shown(self.path) if self.path else ""
 
     def features(self) -> set[str]:
         """Component ids, kinds and drivers: what ``board_feature(...)`` markers test."""
@@ -115,7 +118,12 @@ def load_board(id_or_path: str | Path, check: bool = True) -> Board:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read board {shown(path)}", str(exc)) from exc
-    return _board(data, path)
+    try:
+        return _board(data, path)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UserError(
+            f"board {shown(path)} is malformed ({exc!r})", where="thingkit boards check"
+        ) from exc
 
 
 def _board(data: dict, path: Path) -> Board:
@@ -142,6 +150,36 @@ def _board(data: dict, path: Path) -> Board:
 def all_boards() -> list[Board]:
     """Every shipped board, checked."""
     return [load_board(p) for p in board_files()]
+
+
+def list_boards() -> list[dict]:
+    """One summary per shipped board file (id, chip, flash, psram, component ids), read
+    without checking so a broken file still shows up (``ok`` False)."""
+    out = []
+    for p in board_files():
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+            comps = [c.get("id", "?") for c in d.get("components", []) if isinstance(c, dict)]
+            out.append(
+                {
+                    "id": d.get("id", p.stem),
+                    "chip": d.get("chip", "?"),
+                    "flash_size": d.get("flash_size", "?"),
+                    "psram": d.get("psram") is True,
+                    "components": comps,
+                    "file": shown(p),
+                    "ok": True,
+                }
+            )
+        except (OSError, ValueError, AttributeError) as exc:
+            out.append({"id": p.stem, "file": shown(p), "ok": False, "error": str(exc)})
+    return out
+
+
+def check_boards(files: list[str | Path] | None = None) -> list[Issues]:
+    """Check the given board files or ids (default: every shipped board), one result each."""
+    paths = [board_path(f) for f in files] if files else board_files()
+    return [check_file(p) for p in paths]
 
 
 def components(board: Board | str | Path) -> list[dict]:

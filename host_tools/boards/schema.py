@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from host_tools.boards import catalog
-from host_tools.boards.chips import CHIPS
+from host_tools.boards.chips import CHIPS, Chip
 from host_tools.boards.issues import Issues
 from host_tools.boards.partitions import (
     check_filesystem,
@@ -84,7 +84,7 @@ def check_data(data: object, issues: Issues, stem: str | None = None) -> Issues:
     if not isinstance(buses, dict):
         issues.error("", "field 'buses' must be an object of named buses")
         buses = {}
-    chip = CHIPS.get(data["chip"])
+    chip = _chip(data)
     _check_buses(buses, chip, issues)
     comps = data["components"]
     if not isinstance(comps, list):
@@ -93,7 +93,8 @@ def check_data(data: object, issues: Issues, stem: str | None = None) -> Issues:
     _check_components(comps, buses, issues)
     if chip is not None:
         reserved = chip.reserved(data["psram"] is True, data.get("octal_spi") is True)
-        for g in data.get("reserved_pins", []) if isinstance(data.get("reserved_pins"), list) else []:
+        extra = data.get("reserved_pins", [])
+        for g in extra if isinstance(extra, list) else []:
             reserved.setdefault(g, "reserved on this board (reserved_pins)")
         check_pins(pin_uses(buses, comps), chip, reserved, issues)
     return issues
@@ -107,14 +108,14 @@ def _check_header(data: dict, issues: Issues, stem: str | None) -> None:
         issues.error("", f"id '{bid}' does not match the file name ({stem}.json)")
     if not isinstance(data["name"], str) or not data["name"].strip():
         issues.error("", "field 'name' must be a non-empty string")
-    if data["chip"] not in CHIPS:
+    chip = _chip(data)
+    if chip is None:
         issues.error("", f"chip {data['chip']!r} must be one of {', '.join(CHIPS)}")
     if flash_bytes(data["flash_size"]) is None:
-        issues.error("", f"flash_size {data['flash_size']!r} must look like \"4MB\"")
+        issues.error("", f'flash_size {data["flash_size"]!r} must look like "4MB"')
     for key in ("psram", "octal_spi"):
         if key in data and not isinstance(data[key], bool):
             issues.error("", f"field '{key}' must be true or false")
-    chip = CHIPS.get(data["chip"])
     if data.get("octal_spi") is True and chip is not None and not chip.octal:
         issues.warning("", f"octal_spi has no effect on {chip.name}")
     for key in ("url_key", "notes"):
@@ -125,11 +126,20 @@ def _check_header(data: dict, issues: Issues, stem: str | None) -> None:
         issues.error("", "field 'reserved_pins' must be a list of GPIO numbers")
 
 
+def _chip(data: dict) -> Chip | None:
+    return CHIPS.get(data["chip"]) if isinstance(data["chip"], str) else None
+
+
+def _text(v: object) -> str | None:
+    """The value if it is a string (so set lookups never meet an unhashable list)."""
+    return v if isinstance(v, str) else None
+
+
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_buses(buses: dict, chip, issues: Issues) -> None:
+def _check_buses(buses: dict, chip: Chip | None, issues: Issues) -> None:
     seen: dict[tuple, str] = {}
     for bid, bus in buses.items():
         where = f"bus '{bid}'"
@@ -139,7 +149,7 @@ def _check_buses(buses: dict, chip, issues: Issues) -> None:
             issues.error(where, "must be an object")
             continue
         kind = bus.get("kind")
-        if kind not in catalog.BUS_PINS:
+        if not isinstance(kind, str) or kind not in catalog.BUS_PINS:
             issues.error(where, f"kind {kind!r} must be one of {', '.join(catalog.BUS_PINS)}")
             continue
         if not _is_int(bus.get("id")):
@@ -147,7 +157,9 @@ def _check_buses(buses: dict, chip, issues: Issues) -> None:
         else:
             key = (kind, bus["id"])
             if key in seen:
-                issues.error(where, f"{kind} controller {bus['id']} is already used by bus '{seen[key]}'")
+                issues.error(
+                    where, f"{kind} controller {bus['id']} is already used by bus '{seen[key]}'"
+                )
             seen[key] = bid
             if kind == "i2c" and chip is not None and bus["id"] not in chip.i2c_ids:
                 ids = ", ".join(str(i) for i in sorted(chip.i2c_ids))
@@ -180,14 +192,16 @@ def _check_components(comps: list, buses: dict, issues: Issues) -> None:
         _check_component(comp, where, buses, addresses, issues)
 
 
-def _check_component(comp: dict, where: str, buses: dict, addresses: dict, issues: Issues):
-    kind, driver = comp.get("kind"), comp.get("driver")
+def _check_component(comp: dict, where: str, buses: dict, addresses: dict, issues: Issues) -> None:
+    kind, driver = _text(comp.get("kind")), _text(comp.get("driver"))
     if kind not in catalog.KINDS:
-        issues.error(where, f"unknown kind {kind!r} (known: {', '.join(sorted(catalog.KINDS))})")
+        issues.error(
+            where, f"unknown kind {comp.get('kind')!r} (known: {', '.join(sorted(catalog.KINDS))})"
+        )
     spec = catalog.DRIVERS.get(driver)
     if spec is None:
         known = ", ".join(sorted(catalog.KNOWN_DRIVERS))
-        issues.error(where, f"unknown driver {driver!r} (known: {known})")
+        issues.error(where, f"unknown driver {comp.get('driver')!r} (known: {known})")
     elif kind in catalog.KINDS and kind not in spec.kinds:
         issues.error(where, f"driver '{driver}' serves {', '.join(sorted(spec.kinds))}, not {kind}")
     for key in ("optional", "active_low", "ignore_strapping_warning"):
@@ -208,15 +222,18 @@ def _check_component(comp: dict, where: str, buses: dict, addresses: dict, issue
 
 def _check_i2c(comp: dict, where: str, buses: dict, addresses: dict, issues: Issues) -> None:
     bus_name = comp.get("bus")
-    if bus_name is None:
-        issues.error(where, f"driver '{comp['driver']}' needs a \"bus\" (an i2c bus in \"buses\")")
+    if bus_name is not None and not isinstance(bus_name, str):
+        issues.error(where, 'bus must be the name of a bus in "buses"')
+        bus_name = None
+    elif bus_name is None:
+        issues.error(where, f'driver \'{comp["driver"]}\' needs a "bus" (an i2c bus in "buses")')
     elif bus_name not in buses:
         issues.error(where, f"bus '{bus_name}' is not in \"buses\"")
     elif isinstance(buses[bus_name], dict) and buses[bus_name].get("kind") != "i2c":
         issues.error(where, f"bus '{bus_name}' is not an i2c bus")
     addr = parse_int(comp.get("address"))
     if addr is None:
-        issues.error(where, "needs an I2C \"address\" (a number, e.g. 118 or \"0x76\")")
+        issues.error(where, 'needs an I2C "address" (a number, e.g. 118 or "0x76")')
         return
     if not catalog.I2C_ADDRESS_MIN <= addr <= catalog.I2C_ADDRESS_MAX:
         issues.error(where, f"I2C address 0x{addr:02x} is outside 0x08-0x77 (7-bit, not reserved)")
@@ -224,21 +241,26 @@ def _check_i2c(comp: dict, where: str, buses: dict, addresses: dict, issues: Iss
     if bus_name is not None:
         other = addresses.setdefault((bus_name, addr), where)
         if other != where:
-            issues.error(where, f"I2C address 0x{addr:02x} on bus '{bus_name}' is already used by {other}")
+            issues.error(
+                where, f"I2C address 0x{addr:02x} on bus '{bus_name}' is already used by {other}"
+            )
 
 
 def _check_readings(readings: object, where: str, issues: Issues) -> None:
     if not isinstance(readings, dict) or not readings:
-        issues.error(where, "needs \"readings\": an object of reading name -> {unit, range}")
+        issues.error(where, 'needs "readings": an object of reading name -> {unit, range}')
         return
     for name, r in readings.items():
         rw = f"reading '{name}'"
         if not isinstance(r, dict) or "unit" not in r:
             issues.error(where, f"{rw}: no unit; every reading needs one")
             continue
-        unit = r["unit"]
+        unit = _text(r["unit"])
         if unit not in catalog.UNITS:
-            issues.error(where, f"{rw}: unknown unit {unit!r} (known: {', '.join(sorted(catalog.UNITS))})")
+            issues.error(
+                where,
+                f"{rw}: unknown unit {r['unit']!r} (known: {', '.join(sorted(catalog.UNITS))})",
+            )
             continue
         if unit not in catalog.NUMERIC_UNITS:
             continue

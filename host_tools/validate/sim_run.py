@@ -3,6 +3,7 @@ each checklist item with evidence seen on the broker, in the shadow and in the l
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import ssl
@@ -17,12 +18,23 @@ from host_tools.bench.observer import Message, Observer
 from host_tools.kit.provision import create_sim_kit
 from host_tools.kit.sim import POWER_ON_TIME, SimKit, firmware_files
 from host_tools.validate import checklist as cl
+from host_tools.validate.app2_check import check_component, check_timestamps, telemetry
 from host_tools.validate.static_scan import scan
 from host_tools.validate.tls_probe import handshake
 
 log = logging.getLogger(__name__)
 BOOT_TIMEOUT = 40.0
 PING_TIMEOUT = 5.0
+APP2_INTERVAL = 2  # s: the validator speeds App #2 up through the shadow
+APP2_MESSAGES = 4  # telemetry messages collected: several intervals
+
+
+def _order(r: cl.Result) -> tuple[int, str]:
+    """Checklist order: App #1, App #2 per component, then the rest as listed."""
+    ids = list(cl.TITLES)
+    if r.id.startswith("app2."):
+        return (ids.index("app1.subscribe") + 1, r.id)
+    return (ids.index(r.id) if r.id in ids else len(ids), r.id)
 
 
 def _ts(t: float) -> str:
@@ -53,8 +65,7 @@ class SimValidation:
             if self.kit is not None:
                 self.kit.power_off()
             self.bench.down()
-        order = list(cl.TITLES)
-        return sorted(self.results.values(), key=lambda r: order.index(r.id))
+        return sorted(self.results.values(), key=_order)
 
     def _set(self, r: cl.Result) -> None:
         self.results[r.id] = r
@@ -81,7 +92,17 @@ class SimValidation:
                 and d.get("state", {}).get("reported", {}).get("connected") is True
             )
 
-        acc = obs.wait(online_report, BOOT_TIMEOUT, since=self.t_power_on)
+        acc = self._wait_alive(obs, online_report, BOOT_TIMEOUT)
+        if acc is None:
+            # The kit never came online: every item is unmet; say why once, quickly.
+            why = (
+                "the kit stopped"
+                if not kit.is_running()
+                else f"no reported.connected=true within {BOOT_TIMEOUT:.0f} s"
+            )
+            for item in cl.TITLES:
+                self._set(cl.not_met(item, why, self._tail()))
+            return
         status = obs.wait(
             lambda m: (
                 m.topic == status_topic
@@ -98,7 +119,19 @@ class SimValidation:
         self._check_tls()
         self._check_cert_auth()
         self._check_static()
+        self._check_app2(obs)
         self._check_offline(obs)
+
+    def _wait_alive(self, obs: Observer, pred, timeout: float) -> Message | None:
+        """Like obs.wait, but give up as soon as the kit's process has stopped."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = obs.wait(pred, 0.25, since=self.t_power_on)
+            if m is not None:
+                return m
+            if self.kit is not None and not self.kit.is_running():
+                return obs.find(pred, since=self.t_power_on)
+        return None
 
     def _check_online_topic(self, m: Message | None) -> None:
         if m is None:
@@ -278,6 +311,111 @@ class SimValidation:
                     f"started) reached the device only through config.json",
                 )
             )
+
+    def _settings_report(self, obs: Observer, desired: dict, pred, timeout: float = 5.0):
+        """Set desired settings; wait for the device's report that satisfies ``pred``."""
+        acc = f"$aws/things/{self.thing}/shadow/update/accepted"
+        since = time.time()
+        obs.shadow_request(self.thing, "update", {"state": {"desired": {"settings": desired}}})
+        return obs.wait(
+            lambda m: (
+                m.topic == acc
+                and m.json()
+                and pred((m.json() or {}).get("state", {}).get("reported", {}))
+            ),
+            timeout,
+            since=since,
+        )
+
+    def _check_app2(self, obs: Observer) -> None:
+        kit = self.kit
+        assert kit is not None
+        prefix = f"{self.bench.topic_prefix}/{self.thing}"
+        board = json.loads((kit.flash / "board.json").read_text())
+        comps = board.get("components", [])
+        # Configuration through the shadow: a faster interval, then an invalid one.
+        ok = self._settings_report(
+            obs,
+            {"telemetry_interval_s": APP2_INTERVAL},
+            lambda r: r.get("settings", {}).get("telemetry_interval_s") == APP2_INTERVAL,
+        )
+        t_cfg = time.time()
+        bad = self._settings_report(
+            obs,
+            {"telemetry_interval_s": 0},
+            lambda r: (r.get("settings_rejected") or {}).get("telemetry_interval_s"),
+        )
+        kept = bad and (
+            bad.json()["state"]["reported"].get("settings", {}).get("telemetry_interval_s")
+            == APP2_INTERVAL
+        )
+        self._settings_report(obs, {"telemetry_interval_s": APP2_INTERVAL}, lambda r: True)
+        if ok and bad and kept:
+            why = bad.json()["state"]["reported"]["settings_rejected"]["telemetry_interval_s"]
+            self._set(
+                cl.met(
+                    "lens.config_via_shadow",
+                    f"desired.settings.telemetry_interval_s={APP2_INTERVAL} applied and "
+                    f"reported at {_ts(ok.t)}",
+                    f'desired value 0 refused by the device: "{why}"; it kept {APP2_INTERVAL}',
+                )
+            )
+        else:
+            self._set(
+                cl.not_met(
+                    "lens.config_via_shadow",
+                    f"applied: {bool(ok)}, refused: {bool(bad)}, previous kept: {bool(kept)}",
+                    self._tail(),
+                )
+            )
+        # Readings for several intervals at the new interval.
+        topic = f"{prefix}/telemetry"
+        obs.wait(
+            lambda m: len(telemetry(obs.messages, topic, t_cfg)) >= APP2_MESSAGES,
+            APP2_INTERVAL * (APP2_MESSAGES + 2),
+            since=0,
+        )
+        msgs = telemetry(list(obs.messages), topic, t_cfg)
+        if not comps:
+            self._set(cl.not_met("app2.components", "the board definition lists no components"))
+        for comp in comps:
+            self._set(check_component(comp, msgs, APP2_INTERVAL, APP2_MESSAGES - 1))
+        self._check_diag(obs, prefix)
+        self._set(check_timestamps(list(obs.messages), prefix, self.t_power_on))
+
+    def _check_diag(self, obs: Observer, prefix: str) -> None:
+        m = obs.find(lambda m: m.topic == f"{prefix}/diag", since=self.t_power_on)
+        fields = (
+            "heap_free",
+            "heap_min_free",
+            "uptime_s",
+            "reset_cause",
+            "fw",
+            "slot",
+            "rssi",
+            "reconnects",
+        )
+        doc = obs.shadow_get(self.thing, shadow="diag") or {}
+        in_shadow = doc.get("state", {}).get("reported", {})
+        d = m.json() if m else {}
+        missing = [f for f in fields if f not in (d or {})]
+        if m is None or missing or not in_shadow:
+            self._set(
+                cl.not_met(
+                    "lens.diagnostics",
+                    f"diag message: {m.excerpt() if m else None}",
+                    f"missing fields: {missing}",
+                    f"shadow diag: {bool(in_shadow)}",
+                )
+            )
+            return
+        self._set(
+            cl.met(
+                "lens.diagnostics",
+                f"{_ts(m.t)} {m.topic}: {m.excerpt(200)}",
+                f"kept in the named shadow 'diag' (heap_free {in_shadow.get('heap_free')})",
+            )
+        )
 
     def _check_offline(self, obs: Observer) -> None:
         kit = self.kit

@@ -200,8 +200,16 @@ def test_out_of_range(mpy, field, value, lo, hi):
         ("mqtt.endpoint", "", "mqtt.endpoint must be a host name"),
         ("mqtt.endpoint", "mqtts://broker", "mqtt.endpoint must be a host name"),
         ("mqtt.endpoint", "my broker", "mqtt.endpoint must be a host name"),
-        ("ntp.servers", [], "ntp.servers must be a non-empty list of 'host' or 'host:port' (port 1-65535)"),
-        ("ntp.servers", [""], "ntp.servers must be a non-empty list of 'host' or 'host:port' (port 1-65535)"),
+        (
+            "ntp.servers",
+            [],
+            "ntp.servers must be a non-empty list of 'host' or 'host:port' (port 1-65535)",
+        ),
+        (
+            "ntp.servers",
+            [""],
+            "ntp.servers must be a non-empty list of 'host' or 'host:port' (port 1-65535)",
+        ),
         (
             "ntp.servers",
             ["pool.ntp.org", 5],
@@ -243,7 +251,9 @@ def test_credential_keys_in_mqtt_refused(mpy, key):
 )
 def test_other_credential_like_keys_in_mqtt_refused(mpy, key):
     r = load(mpy, with_change(f"mqtt.{key}", "hunter2"))
-    assert r == {"error": f"mqtt.{key}: unknown field; only TLS certificates may be used as credentials"}
+    assert r == {
+        "error": f"mqtt.{key}: unknown field; only TLS certificates may be used as credentials"
+    }
 
 
 @pytest.mark.parametrize(
@@ -281,7 +291,9 @@ def test_top_level_not_an_object(mpy, text):
 @pytest.mark.parametrize("spec", ["127.0.0.1:ntp", "pool.ntp.org:", "host:99999"])
 def test_ntp_server_with_bad_port_refused(mpy, spec):
     r = load(mpy, with_change("ntp.servers", [spec]))
-    assert r == {"error": "ntp.servers must be a non-empty list of 'host' or 'host:port' (port 1-65535)"}
+    assert r == {
+        "error": "ntp.servers must be a non-empty list of 'host' or 'host:port' (port 1-65535)"
+    }
 
 
 def test_read_bytes(mpy):

@@ -41,9 +41,10 @@ class Client(FakeMQTT):
 
 cfg = config.load()
 boot = {"reason": "power_on", "uid": "00aa", "fw": "0.1.0"}
-s = device.Session(sim, cfg, boot)
+s = device.Session(sim, cfg, boot, None, None)
 c = Client()
 s.client = s.shadow.client = s.app1.client = c
+s.app2_shadow.client = s.diag_shadow.client = c
 svc = ShadowService(c, "kit-1_A", doc=DOC)
 s.shadow.timeout_ms = 300
 if SUBSCRIBE:
@@ -57,6 +58,16 @@ def setup(mpy, doc, subscribe: bool = True) -> str:
         mpy.write(name, data)
     mpy.write("config.json", json.dumps(VALID))
     return PRE.replace("DOC", repr(doc)).replace("SUBSCRIBE", repr(subscribe))
+
+
+def settings_of(level: str) -> dict:
+    """reported.settings with this log level and every other setting at its default."""
+    return {
+        "log_level": level,
+        "components": "all",
+        "telemetry_interval_s": 10,
+        "diag_interval_s": 60,
+    }
 
 
 def reported_updates(requests) -> list:
@@ -115,7 +126,7 @@ def test_sync_shadow_applies_settings_delta_and_reports_online(mpy):
     assert body["version"] == 7
     assert body["state"] == {
         "reported": {
-            "settings": {"log_level": "warn"},
+            "settings": settings_of("warn"),
             "settings_rejected": {"log_level": None, "color": "unknown setting"},
             "connected": True,
             "fw": "0.1.0",
@@ -136,7 +147,7 @@ def test_sync_shadow_without_shadow_creates_it(mpy):
     )
     [_, (op, body)] = r["reqs"]
     assert op == "update" and "version" not in body
-    assert body["state"]["reported"]["settings"] == {"log_level": "info"}
+    assert body["state"]["reported"]["settings"] == settings_of("info")
     assert "settings_rejected" not in body["state"]["reported"]
     assert r["doc"]["version"] == 1 and r["doc"]["state"]["reported"]["connected"] is True
 
@@ -161,13 +172,13 @@ def test_serve_reports_settings_deltas(mpy):
     assert [body["state"] for body in reported_updates(r["reqs"])] == [
         {
             "reported": {
-                "settings": {"log_level": "debug"},
+                "settings": settings_of("debug"),
                 "settings_rejected": {"log_level": None},
             }
         },
         {
             "reported": {
-                "settings": {"log_level": "debug"},
+                "settings": settings_of("debug"),
                 "settings_rejected": {"log_level": "must be one of debug, error, info, warn"},
             }
         },

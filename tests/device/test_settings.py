@@ -10,6 +10,7 @@ APPLY = """
 import json
 from tk import settings, log
 from tkfakes import out
+settings.configure(["env", "imu", "led"])
 out({"before": settings.current()})
 with open("cases.json") as f:
     cases = json.load(f)
@@ -17,6 +18,19 @@ for desired in cases:
     cur, rejected = settings.apply(desired)
     out({"current": cur, "rejected": rejected, "level": log.level_name()})
 """
+
+
+DEFAULTS = {
+    "log_level": "info",
+    "components": "all",
+    "telemetry_interval_s": 10,
+    "diag_interval_s": 60,
+}
+
+
+def cur(level: str, **other: object) -> dict:
+    """The reported settings: defaults, this log level, any other changes."""
+    return {**DEFAULTS, "log_level": level, **other}
 
 
 def apply(mpy, *cases) -> list[dict]:
@@ -27,14 +41,14 @@ def apply(mpy, *cases) -> list[dict]:
 
 def test_default_is_info(mpy):
     [before, r] = apply(mpy, {})
-    assert before == {"before": {"log_level": "info"}}
-    assert r == {"current": {"log_level": "info"}, "rejected": {}, "level": "info"}
+    assert before == {"before": cur("info")}
+    assert r == {"current": cur("info"), "rejected": {}, "level": "info"}
 
 
 @pytest.mark.parametrize("level", ["debug", "info", "warn", "error"])
 def test_valid_log_level_applied_and_reported(mpy, level):
     [_, r] = apply(mpy, {"log_level": level})
-    assert r == {"current": {"log_level": level}, "rejected": {"log_level": None}, "level": level}
+    assert r == {"current": cur(level), "rejected": {"log_level": None}, "level": level}
 
 
 @pytest.mark.parametrize("value", ["verbose", "DEBUG", "", 10, None, ["debug"], {"l": 1}, True])
@@ -42,7 +56,7 @@ def test_invalid_value_refused_and_previous_kept(mpy, value):
     [_, first, second] = apply(mpy, {"log_level": "warn"}, {"log_level": value})
     assert first["level"] == "warn"
     assert second == {
-        "current": {"log_level": "warn"},
+        "current": cur("warn"),
         "rejected": {"log_level": "must be one of debug, error, info, warn"},
         "level": "warn",
     }
@@ -51,7 +65,7 @@ def test_invalid_value_refused_and_previous_kept(mpy, value):
 def test_unknown_key_refused_known_key_still_applied(mpy):
     [_, r] = apply(mpy, {"sample_rate": 5, "log_level": "debug"})
     assert r == {
-        "current": {"log_level": "debug"},
+        "current": cur("debug"),
         "rejected": {"sample_rate": "unknown setting", "log_level": None},
         "level": "debug",
     }
@@ -61,7 +75,7 @@ def test_unknown_key_refused_known_key_still_applied(mpy):
 def test_settings_not_an_object(mpy, desired):
     [_, r] = apply(mpy, desired)
     assert r == {
-        "current": {"log_level": "info"},
+        "current": cur("info"),
         "rejected": {"*": "settings must be an object"},
         "level": "info",
     }
@@ -71,7 +85,7 @@ def test_accepted_value_clears_an_earlier_rejection(mpy):
     [_, bad, good] = apply(mpy, {"log_level": "loud"}, {"log_level": "error"})
     assert bad["rejected"] == {"log_level": "must be one of debug, error, info, warn"}
     assert good["rejected"] == {"log_level": None}
-    assert good["current"] == {"log_level": "error"}
+    assert good["current"] == cur("error")
 
 
 def test_applied_level_filters_log_output(mpy):
@@ -88,3 +102,55 @@ def test_applied_level_filters_log_output(mpy):
     """)
     msgs = [line.split(" ", 2)[2] for line in out.splitlines()]
     assert msgs == ["t: shown", "t: shown too"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("telemetry_interval_s", 5),
+        ("telemetry_interval_s", 0.5 + 0.5),
+        ("diag_interval_s", 10),
+        ("components", ["env", "led"]),
+        ("components", "all"),
+    ],
+)
+def test_other_settings_applied(mpy, key, value):
+    [_, r] = apply(mpy, {key: value})
+    assert r["current"] == cur("info", **{key: value})
+    assert r["rejected"] == {key: None}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("telemetry_interval_s", 0, "must be between 1 and 3600"),
+        ("telemetry_interval_s", 3601, "must be between 1 and 3600"),
+        ("telemetry_interval_s", "5", "must be a number"),
+        ("telemetry_interval_s", True, "must be a number"),
+        ("diag_interval_s", 5, "must be between 10 and 86400"),
+        ("components", ["env", "gps"], "unknown component(s): gps"),
+        ("components", "some", 'must be "all" or a list of component ids'),
+        ("components", [1], 'must be "all" or a list of component ids'),
+    ],
+)
+def test_other_settings_refused_and_previous_kept(mpy, key, value, why):
+    [_, r] = apply(mpy, {key: value})
+    assert r["current"] == cur("info")
+    assert r["rejected"] == {key: why}
+
+
+ENABLED = """
+from tk import settings
+from tkfakes import out
+settings.configure(["env", "imu", "led"], 7, 30)
+out([settings.value("telemetry_interval_s"), settings.value("diag_interval_s"),
+     settings.enabled_components()])
+settings.apply({"components": ["led", "env"]})
+out(settings.enabled_components())
+"""
+
+
+def test_configure_defaults_and_enabled_components_in_board_order(mpy):
+    first, second = mpy.json(ENABLED)
+    assert first == [7, 30, ["env", "imu", "led"]]
+    assert second == ["env", "led"]

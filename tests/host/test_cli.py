@@ -56,16 +56,16 @@ def test_parse_bench_commands() -> None:
 
 
 def test_parse_kit_commands() -> None:
-    a = parse("kit", "create", "kit-1", "--heap", "64k", "--source", "--root", "r")
-    assert (a.func, a.name, a.heap, a.source, a.root) == (
+    a = parse("kit", "create", "kit-1", "--heap", "64k", "--mode", "source", "--root", "r")
+    assert (a.func, a.name, a.heap, a.mode, a.root) == (
         cli.cmd_kit_create,
         "kit-1",
         "64k",
-        True,
+        "source",
         Path("r"),
     )
     a = parse("kit", "create", "kit-1")
-    assert (a.heap, a.source) == (None, False)
+    assert (a.heap, a.mode) == (None, "romfs")
     for sub, func in (
         ("start", cli.cmd_kit_start),
         ("stop", cli.cmd_kit_stop),

@@ -384,6 +384,8 @@ def test_device_config_to_json_exact() -> None:
         backoff_reset_s=15,
         log_level="debug",
         docs_url="https://docs.example/kit",
+        telemetry_interval_s=5,
+        diag_interval_s=120,
     )
     assert cfg.to_json() == {
         "schema": 1,
@@ -403,6 +405,8 @@ def test_device_config_to_json_exact() -> None:
         "backoff": {"base_ms": 500, "cap_ms": 60000, "reset_after_s": 15},
         "log_level": "debug",
         "docs_url": "https://docs.example/kit",
+        "app2": {"interval_s": 5},
+        "diag": {"interval_s": 120},
     }
 
 

@@ -1,0 +1,107 @@
+"""App #2, components (AWS IoT hardware-kit checklist): publish the readings of every
+advertised component at a fixed interval.
+
+Each tick reads every enabled component of board.json and publishes one message on
+``<prefix>/<thing>/telemetry`` (QoS 1)::
+
+    {"thing": "kit-1", "boot": "9f3a01c2", "seq": 17, "ts": 1795380000123,
+     "interval_s": 10, "readings": {"env": {"temperature": 21.5, ...}, ...},
+     "errors": {"imu": "OSError(19)"}}
+
+``ts`` is the device's NTP time in ms (IoT Lens BP 16.2); (boot, seq) identify a
+message, so a receiver can drop the duplicates QoS 1 allows. A component that fails is
+reported in ``errors`` while the others go on. The latest values also go to the
+reported state of the thing's named shadow ``app2``.
+"""
+import json
+import time
+
+from tk import clock, drivers
+from tk.log import Logger
+
+_log = Logger("app2")
+
+
+class App2:
+    def __init__(self, client, thing, topic, comps, hw, boot_id, buses=None):
+        self.client = client
+        self.thing = thing
+        self.topic = topic
+        self.hw = hw
+        self.buses = buses
+        self.boot_id = boot_id
+        self.comps = comps  # component dicts from board.json
+        self.enabled = [c["id"] for c in comps]
+        self.interval_ms = 10000
+        self.seq = 0
+        self._drivers = {}
+        self._next = time.ticks_ms()
+        self.last = None  # (values, errors) of the last tick
+
+    def known(self):
+        return [c["id"] for c in self.comps]
+
+    def set_interval(self, seconds):
+        self.interval_ms = int(seconds * 1000)
+        self._next = time.ticks_ms()
+
+    def set_enabled(self, ids):
+        self.enabled = [i for i in self.known() if i in ids]
+
+    def _driver(self, comp):
+        d = self._drivers.get(comp["id"])
+        if d is None:
+            d = drivers.open_component(comp, self.hw, self.buses)
+            self._drivers[comp["id"]] = d
+        return d
+
+    def read_all(self):
+        values, errors = {}, {}
+        for comp in self.comps:
+            cid = comp["id"]
+            if cid not in self.enabled:
+                continue
+            try:
+                # Drivers reuse their result dict (no allocation per read): copy it.
+                values[cid] = dict(self._driver(comp).read())
+            except Exception as e:  # OSError from the bus, ComponentError, driver bugs
+                errors[cid] = repr(e)
+                self._drivers.pop(cid, None)  # reopen next time (the sensor may come back)
+        return values, errors
+
+    def ms_to_due(self):
+        return max(0, time.ticks_diff(self._next, time.ticks_ms()))
+
+    def due(self):
+        return time.ticks_diff(time.ticks_ms(), self._next) >= 0
+
+    def tick(self):
+        """If the interval has passed: read, publish, return (values, errors); else None."""
+        if not self.due():
+            return None
+        # Keep a fixed cadence: the next tick is one interval after this one was due,
+        # not after this one finished.
+        self._next = time.ticks_add(self._next, self.interval_ms)
+        if time.ticks_diff(time.ticks_ms(), self._next) > 0:
+            self._next = time.ticks_add(time.ticks_ms(), self.interval_ms)
+        values, errors = self.read_all()
+        self.seq += 1
+        msg = {"thing": self.thing, "boot": self.boot_id, "seq": self.seq,
+               "ts": clock.unix_ms(), "interval_s": self.interval_ms / 1000,
+               "readings": values}
+        if errors:
+            msg["errors"] = errors
+            for cid, e in errors.items():
+                _log.warn("%s: %s", cid, e)
+        self.client.publish(self.topic, json.dumps(msg).encode(), False, 1)
+        self.last = (values, errors)
+        return values, errors
+
+    def shadow_report(self, values, errors):
+        """The reported.app2 object: latest values; errors of every enabled component
+        (null clears an error the shadow still holds)."""
+        errs = {}
+        for cid in self.known():
+            errs[cid] = errors.get(cid)
+        return {"seq": self.seq, "ts": clock.unix_ms(), "values": values, "errors": errs,
+                "interval_s": self.interval_ms / 1000, "enabled": self.enabled}

@@ -1,0 +1,121 @@
+"""``thingkit boards``: list, show and check board definitions (boards/*.json).
+
+Wire it into the main parser with ``register(subparsers)``; each command returns an exit
+status and raises ``UserError`` for faults of input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from host_tools.boards.registry import check_boards, list_boards, load_board
+
+
+def _kib(n: int) -> str:
+    return f"{n // 1024} KiB" if n < 1024 * 1024 or n % (1024 * 1024) else f"{n >> 20} MiB"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = list_boards()
+    width = max([len(r["id"]) for r in rows] + [2])
+    print(f"{'id':<{width}}  {'chip':<8} {'flash':<11} components")
+    for r in rows:
+        if not r["ok"]:
+            print(f"{r['id']:<{width}}  (unreadable: {r['error']}; run thingkit boards check)")
+            continue
+        flash = r["flash_size"] + ("+PSRAM" if r["psram"] else "")
+        print(f"{r['id']:<{width}}  {r['chip']:<8} {flash:<11} {', '.join(r['components'])}")
+    return 0
+
+
+def _reading_text(name: str, r: dict) -> str:
+    rng = r.get("range")
+    return f"{name} {r.get('unit')}" + (f" [{rng[0]}, {rng[1]}]" if rng else "")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    b = load_board(args.id)
+    if args.json:
+        print(json.dumps(b.data, indent=1))
+        return 0
+    print(f"{b.id}: {b.name}")
+    print(f"  chip {b.chip}, flash {b.flash_size}, {'PSRAM' if b.psram else 'no PSRAM'}")
+    if b.data.get("notes"):
+        print(f"  notes: {b.data['notes']}")
+    print("  partitions:")
+    for p in b.partitions:
+        print(
+            f"    {p.name:<9} {p.type:<4} {p.subtype:<6} 0x{p.offset:<8x} "
+            f"0x{p.size:<8x} {_kib(p.size)}"
+        )
+    fs = b.data["filesystem"]
+    print(
+        f"  filesystem: {fs['type']} on {fs['partition']} at 0x{b.filesystem_offset():x} "
+        f"({_kib(b.filesystem_size())})"
+    )
+    for name, bus in b.buses.items():
+        pins = ", ".join(f"{k} GPIO{v}" for k, v in bus.items() if k not in ("kind", "id", "freq"))
+        freq = f", {bus['freq'] // 1000} kHz" if "freq" in bus else ""
+        print(f"  bus {name}: {bus['kind']} {bus['id']}: {pins}{freq}")
+    print("  components:")
+    for c in b.components:
+        at = f"GPIO{c['pin']}" if "pin" in c else ""
+        if "pins" in c:
+            at = ", ".join(f"{k} GPIO{v}" for k, v in c["pins"].items())
+        if "bus" in c:
+            addr = c["address"] if isinstance(c["address"], int) else int(c["address"], 0)
+            at = f"{c['bus']} 0x{addr:02x}"
+        readings = "; ".join(_reading_text(n, r) for n, r in c["readings"].items())
+        opt = " (optional)" if c.get("optional") else ""
+        what = f"{c['kind']}/{c['driver']}"
+        print(f"    {c['id']:<12} {what:<24} {at:<13} {readings}{opt}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    reports = check_boards(args.files or None)
+    errors = sum(len(r.errors) for r in reports)
+    warnings = sum(len(r.warnings) for r in reports)
+    summary = f"{len(reports)} boards checked: {errors} errors, {warnings} warnings"
+    if args.json:
+        doc = {
+            "boards": [
+                {
+                    "file": r.file,
+                    "ok": not r.errors,
+                    "errors": [str(i) for i in r.errors],
+                    "warnings": [str(i) for i in r.warnings],
+                }
+                for r in reports
+            ],
+            "summary": {"boards": len(reports), "errors": errors, "warnings": warnings},
+            "ok": errors == 0,
+        }
+        print(json.dumps(doc, indent=1))
+    else:
+        for r in reports:
+            if not r:
+                print(f"{r.file}: ok")
+            for issue in r:
+                print(f"{issue.level}: {issue}")
+        print(summary)
+    return 0 if errors == 0 else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``boards list|show|check`` to a parser's subcommands; returns the ``boards`` parser."""
+    p = subparsers.add_parser("boards", help="board definitions (boards/*.json)")
+    sub = p.add_subparsers(dest="sub", required=True)
+    sub.add_parser("list", help="every board: id, chip, flash, components").set_defaults(
+        func=cmd_list
+    )
+    sp = sub.add_parser("show", help="one board in full")
+    sp.add_argument("id", help="board id (e.g. esp32-devkitc) or path to a board file")
+    sp.add_argument("--json", action="store_true", help="print the board file as JSON")
+    sp.set_defaults(func=cmd_show)
+    sp = sub.add_parser("check", help="validate board files against the chip rules")
+    sp.add_argument("files", nargs="*", help="board files or ids (default: every board)")
+    sp.add_argument("--json", action="store_true", help="machine-readable report")
+    sp.set_defaults(func=cmd_check)
+    return p

@@ -1,0 +1,22 @@
+# The virtual kit's stand-in for what MicroPython's C runtime does on an ESP32 before
+# main.py: mount the ROMFS partition at /rom and put /rom and /rom/lib on sys.path.
+# Runs on the MicroPython unix port; argv: ROMFS image, flash directory.
+#
+# On a board the ROMFS partition is memory-mapped flash and costs no heap. Here the
+# image is read into the process first, as one block; the kit runner raises the heap
+# cap by exactly that block, so the firmware sees the heap it would have on a board.
+import sys
+import vfs
+
+
+_img_path, _flash = sys.argv[1], sys.argv[2]
+with open(_img_path, "rb") as _f:
+    _img = _f.read()
+vfs.mount(vfs.VfsRom(_img), "/rom")
+sys.path[:0] = ["/rom", "/rom/lib"]
+del _f, _img_path
+sys.argv[:] = ["main.py"]
+with open("main.py") as _f:
+    _src = _f.read()
+del _f
+exec(compile(_src, "main.py", "exec"), {"__name__": "__main__"})
