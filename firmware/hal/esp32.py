@@ -65,6 +65,11 @@ def running_slot():
     return esp32.Partition(esp32.Partition.RUNNING).info()[4]
 
 
+def heap_reserved():
+    # ROMFS on a board is memory-mapped flash: it costs no heap.
+    return 0
+
+
 def rssi():
     try:
         return network.WLAN(network.STA_IF).status("rssi")

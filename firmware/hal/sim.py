@@ -42,6 +42,14 @@ def running_slot():
     return "ota_0"
 
 
+def heap_reserved():
+    """GC heap bytes the sim spends on what a board keeps in flash (the ROMFS image)."""
+    try:
+        return int(os.getenv("TK_SIM_HEAP_RESERVED") or 0)
+    except ValueError:
+        return 0
+
+
 def rssi():
     # A fixed, plausible Wi-Fi signal; the sim's hardware state may override it.
     try:

@@ -35,6 +35,7 @@ class App1:
         self.topics = topics
         self.fw = fw
         self.pings = 0
+        self._pending = []
 
     def subscriptions(self):
         """Register the ping handler; return the filters App #1 needs."""
@@ -49,17 +50,26 @@ class App1:
         _log.info("online message published on %s", self.topics.status.decode())
 
     def _on_ping(self, topic, msg):
+        # Called inside the MQTT read: note the ping, answer it from the main loop
+        # (no I/O in callbacks). A few unanswered pings are kept; older ones dropped.
         rx = clock.unix_ms()
         try:
             req = json.loads(msg)
             pid = req.get("id") if isinstance(req, dict) else None
         except Exception:  # ValueError, or UnicodeError for bytes that are not UTF-8
             pid = None
-        self.pings += 1
-        body = {"thing": self.thing, "id": pid, "rx_ts": rx, "ts": clock.unix_ms(),
-                "count": self.pings}
-        self.client.publish(self.topics.pong, json.dumps(body).encode(), False, 1)
-        _log.info("ping %r answered", pid)
+        if len(self._pending) < 4:
+            self._pending.append((pid, rx))
+
+    def service(self):
+        """Answer the pings received since the last call (main loop)."""
+        while self._pending:
+            pid, rx = self._pending.pop(0)
+            self.pings += 1
+            body = {"thing": self.thing, "id": pid, "rx_ts": rx, "ts": clock.unix_ms(),
+                    "count": self.pings}
+            self.client.publish(self.topics.pong, json.dumps(body).encode(), False, 1)
+            _log.info("ping %r answered", pid)
 
     def stop(self):
         """Say offline explicitly before a clean disconnect."""

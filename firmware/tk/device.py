@@ -119,6 +119,7 @@ class Session:
             if self.app2 is not None:
                 wait = min(wait, self.app2.ms_to_due())
             c.poll(wait)
+            self.app1.service()
             if self._pending_delta is not None:
                 delta, self._pending_delta = self._pending_delta, None
                 if "settings" in delta:
@@ -157,6 +158,7 @@ def _parts(hal, cfg, boot_id):
     if app2 is not None:
         app2.set_interval(cfg.telemetry_interval_s)
         _log.info("App #2: %d components every %d s", len(comps), cfg.telemetry_interval_s)
+        app2.self_test()
     diag = Diag(None, cfg.thing_name, topics.diag, hal)
     diag.set_interval(cfg.diag_interval_s)
     return app2, diag
@@ -167,11 +169,12 @@ def run(hal, cfg):
         _log.warn("log_level %r unknown; keeping info", cfg.log_level)
     boot_id = "%08x" % int.from_bytes(os.urandom(4), "big")
     boot = {"id": boot_id, "reason": hal.reset_cause(), "uid": hal.unique_id(), "fw": VERSION}
+    app2, diag = _parts(hal, cfg, boot_id)  # first: long-lived objects on a clean heap
+    gc.collect()
     hal.network_up(cfg)
     how = timesync.sync(hal, cfg.ntp_servers, cfg.backoff_base_ms, min(cfg.backoff_cap_ms, 60000))
     boot["time_source"] = how
     boot["at"] = clock.unix_s()
-    app2, diag = _parts(hal, cfg, boot_id)
     backoff = Backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms)
     sessions = 0
     while True:

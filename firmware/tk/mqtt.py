@@ -44,6 +44,7 @@ class Client(MQTTClient):
         self.last_rx = self.last_tx
         self.ping_outstanding = False
         self.ping_at = self.last_tx
+        self._acked = set()  # packet ids whose PUBACK was read but not yet claimed
         self.set_callback(self._dispatch)
 
     def on(self, topic, handler):
@@ -63,6 +64,7 @@ class Client(MQTTClient):
 
     def connect(self, clean_session=True):
         self.ping_outstanding = False
+        self._acked = set()
         present = super().connect(clean_session)
         self.last_tx = self.last_rx = time.ticks_ms()
         self._poller = select.poll()
@@ -87,11 +89,50 @@ class Client(MQTTClient):
             self.close()
 
     def publish(self, topic, msg, retain=False, qos=0):
-        # Packet ids are 1..65535 (0 is not allowed); the base class only counts up.
-        if self.pid >= 65535:
-            self.pid = 0
+        """PUBLISH; at QoS 1 wait for its PUBACK.
+
+        Re-entrant, unlike umqtt.simple's: a handler called while this waits may
+        publish too, and every PUBACK read on the way is recorded, so neither wait
+        loses the other's acknowledgement.
+        """
+        if qos not in (0, 1):
+            raise ValueError("AWS IoT supports QoS 0 and 1")
+        sz = 2 + len(topic) + len(msg) + (2 if qos else 0)
+        hdr = bytearray(7 + len(topic))
+        hdr[0] = 0x30 | qos << 1 | (1 if retain else 0)
+        i = 1
+        while sz > 0x7F:
+            hdr[i] = (sz & 0x7F) | 0x80
+            sz >>= 7
+            i += 1
+        hdr[i] = sz
+        i += 1
+        struct.pack_into("!H", hdr, i, len(topic))
+        hdr[i + 2:i + 2 + len(topic)] = topic
+        i += 2 + len(topic)
+        pid = 0
+        if qos:
+            self.pid = self.pid % 65535 + 1
+            pid = self.pid
+            struct.pack_into("!H", hdr, i, pid)
+            i += 2
+        self.sock.write(memoryview(hdr)[:i])  # fixed header, topic, packet id: one record
+        self.sock.write(msg)
         self.last_tx = time.ticks_ms()
-        super().publish(topic, msg, retain, qos)
+        if qos:
+            while pid not in self._acked:
+                op = self.wait_msg()
+                if op is not None:
+                    self._finish(op)
+            self._acked.discard(pid)
+
+    def _finish(self, op):
+        """Read the rest of a packet wait_msg left to the caller (PUBACK, SUBACK, ...)."""
+        n = self._recv_len()
+        body = self.sock.read(n) if n else b""
+        if op == 0x40 and n == 2:
+            self._acked.add(body[0] << 8 | body[1])
+        return body
 
     def ping(self):
         self.sock.write(b"\xc0\0")
@@ -131,10 +172,11 @@ class Client(MQTTClient):
         self.last_tx = time.ticks_ms()
         while True:
             op = self.wait_msg()
+            if op is None:
+                continue
+            resp = self._finish(op)
             if op == 0x90:
-                n = self._recv_len()
-                resp = self.sock.read(n)
-                if (resp[0] << 8 | resp[1]) != pid or n != 2 + len(topics):
+                if len(resp) != 2 + len(topics) or (resp[0] << 8 | resp[1]) != pid:
                     raise MQTTException("bad SUBACK")
                 granted = list(resp[2:])
                 if 0x80 in granted:
@@ -182,9 +224,7 @@ class Client(MQTTClient):
             return False
         op = self.wait_msg()
         if op is not None:
-            # A packet nobody waits for (a late PUBACK or SUBACK): skip its body so the
-            # stream stays in step.
-            n = self._recv_len()
-            if n:
-                self.sock.read(n)
+            # A packet nobody waits for here (a PUBACK for an outer publish, a late
+            # SUBACK): read its body so the stream stays in step; PUBACKs are recorded.
+            self._finish(op)
         return True

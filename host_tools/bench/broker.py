@@ -77,6 +77,7 @@ def render_conf(layout: BenchLayout, port: int) -> str:
         "log_type notice",
         "log_type information",
         "log_type subscribe",
+        "log_type debug",
         "connection_messages true",
         "log_timestamp true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",

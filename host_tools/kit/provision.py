@@ -36,6 +36,7 @@ def create_sim_kit(
     kit = SimKit(Path(kits_root) / thing, heap=heap)
     kit.install_firmware(mode=mode)
     kit.install_board(board)
+    kit.calibrate()
     cfg = bench_config(bench, thing, **config)
     ident = provision_device(
         bench.fleet_ca(), cfg, kit.flash, bench.layout.server_ca_der.read_bytes()

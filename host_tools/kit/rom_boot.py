@@ -1,6 +1,6 @@
 # The virtual kit's stand-in for what MicroPython's C runtime does on an ESP32 before
 # main.py: mount the ROMFS partition at /rom and put /rom and /rom/lib on sys.path.
-# Runs on the MicroPython unix port; argv: ROMFS image, flash directory.
+# Runs on the MicroPython unix port; argv: ROMFS image, flash directory[, script].
 #
 # On a board the ROMFS partition is memory-mapped flash and costs no heap. Here the
 # image is read into the process first, as one block; the kit runner raises the heap
@@ -15,8 +15,9 @@ with open(_img_path, "rb") as _f:
 vfs.mount(vfs.VfsRom(_img), "/rom")
 sys.path[:0] = ["/rom", "/rom/lib"]
 del _f, _img_path
-sys.argv[:] = ["main.py"]
-with open("main.py") as _f:
+_script = sys.argv[3] if len(sys.argv) > 3 else "main.py"
+sys.argv[:] = [_script]
+with open(_script) as _f:
     _src = _f.read()
 del _f
-exec(compile(_src, "main.py", "exec"), {"__name__": "__main__"})
+exec(compile(_src, _script, "exec"), {"__name__": "__main__"})

@@ -78,6 +78,7 @@ def test_ping_answered_on_pong(mpy):
                         b"\xff\xfe"):
             c.inject(t.ping, payload)
             c.poll(0)
+            app.service()
         out({"pubs": pubs(), "pings": app.pings})
     """,
     )
@@ -90,6 +91,23 @@ def test_ping_answered_on_pong(mpy):
         assert 0 <= body["ts"] - body["rx_ts"] < 1000
         ids.append(body["id"])
     assert ids == ["abc-1", 42, None, None, None, None]
+
+
+def test_pings_are_answered_from_the_main_loop_not_the_callback(mpy):
+    r = mpy.one(
+        prelude=PRE,
+        code="""
+        app.subscriptions()
+        for i in range(6):
+            c.inject(t.ping, b'{"id": %d}' % i)
+            c.poll(0)
+        before = len(pubs())
+        app.service()
+        out({"before": before, "ids": [b["id"] for _, b, _, _ in pubs()]})
+    """,
+    )
+    # Nothing is published inside the MQTT callback; at most 4 pings wait for an answer.
+    assert r == {"before": 0, "ids": [0, 1, 2, 3]}
 
 
 def test_stop_publishes_retained_offline_status(mpy):

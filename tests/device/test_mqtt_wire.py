@@ -374,6 +374,27 @@ def test_publish_qos1_exact_bytes_and_waits_for_its_puback(mpy):
     assert r["left"] == 0 and r["pid"] == 1
 
 
+def test_nested_publish_from_a_handler_loses_no_puback(mpy):
+    """A QoS 1 publish made by a handler while another publish waits for its PUBACK:
+    the outer PUBACK arrives inside the inner wait and must not be lost (umqtt.simple
+    1.3.4 drops it and the outer publish then waits for ever)."""
+    ping = publish_pkt(b"kit/ping", b"p", qos=1, pid=0x0777)
+    r = run(
+        mpy,
+        """
+        def on_ping(topic, msg):
+            c.publish(b"kit/pong", b"q", False, 1)   # pid 2, nested
+        c.on(b"kit/ping", on_ping)
+        # While publish pid 1 waits: a ping, then PUBACK 1 (consumed by the nested
+        # wait), then PUBACK 2.
+        s.feed(PING + b"\\x40\\x02\\x00\\x01" + b"\\x40\\x02\\x00\\x02")
+        c.publish(b"kit/diag", b"d", False, 1)
+        out({"left": len(s.rx), "acked": sorted(c._acked), "pid": c.pid})
+    """.replace("PING", repr(ping)),
+    )
+    assert r == {"left": 0, "acked": [], "pid": 2}
+
+
 def test_publish_qos0_exact_bytes(mpy):
     r = run(
         mpy,
