@@ -3,6 +3,7 @@ hardware, seen on the broker and in the named shadows."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -103,7 +104,7 @@ def test_interval_and_components_through_the_shadow(bench, make_kit, observer):
         ]
     assert len(msgs) >= 4
     assert all(set(d["readings"]) == {"env", "imu"} for d in msgs)
-    gaps = [(b["ts"] - a["ts"]) / 1000 for a, b in zip(msgs, msgs[1:], strict=False)]
+    gaps = [(b["ts"] - a["ts"]) / 1000 for a, b in itertools.pairwise(msgs)]
     assert all(1.9 <= g <= 2.1 for g in gaps), gaps
     seqs = [d["seq"] for d in msgs]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))

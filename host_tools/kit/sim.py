@@ -311,7 +311,7 @@ class SimKit:
         out = subprocess.run(
             argv, capture_output=True, text=True, env=env, cwd=self.flash, timeout=60, check=False
         )
-        m = re.search(r"^SIM_HW_BYTES (\d+)$", out.stdout, re.M)
+        m = re.search(r"^SIM_HW_BYTES (\d+)$", out.stdout, re.MULTILINE)
         if not m:
             raise UserError(
                 "cannot measure the sim hardware's heap", (out.stdout + out.stderr).strip()[-300:]
