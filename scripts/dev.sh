@@ -31,6 +31,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/thingkit deps fetch
+# Type stubs of MicroPython's ESP32 port, for the portability check (kept out of the
+# venv's site-packages, where they would shadow CPython's own stubs for host code).
+stubs=.thingkit/stubs/esp32
+if [ ! -f "$stubs/machine.pyi" ]; then
+  echo "setup: installing micropython-esp32-stubs into $stubs"
+  .venv/bin/pip install -q --no-deps --target "$stubs" micropython-esp32-stubs==1.29.0.post1
+fi
 
 cmd=${1:-setup}
 shift || true
