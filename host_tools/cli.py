@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_boards(sub)
 
+    from host_tools.audit.cli import register as register_audit
+
+    register_audit(sub)
+
     v = sub.add_parser("validate", help="run the checklist against a kit and report")
     v.add_argument("--board", default="sim")
     v.add_argument("--json", action="store_true", help="machine-readable report")

@@ -44,6 +44,11 @@ shift || true
 case "$cmd" in
   setup) ;;
   validate) exec .venv/bin/thingkit validate --board sim "$@" ;;
-  test) exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
+  test)
+    # The documentation in its three formats and the Appendix B audit are part of the
+    # tests: a change that breaks either fails here, as in CI.
+    bash scripts/docs.sh
+    .venv/bin/thingkit audit
+    exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
   *) echo "usage: bash scripts/dev.sh [setup|validate|test] [args...]" >&2; exit 2 ;;
 esac
