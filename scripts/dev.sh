@@ -36,7 +36,7 @@ fi
 stubs=.thingkit/stubs/esp32
 if [ ! -f "$stubs/machine.pyi" ]; then
   echo "setup: installing micropython-esp32-stubs into $stubs"
-  .venv/bin/pip install -q --no-deps --target "$stubs" micropython-esp32-stubs==1.29.0.post1
+  .venv/bin/pip install -q --target "$stubs" micropython-esp32-stubs==1.29.0.post1
 fi
 
 cmd=${1:-setup}
