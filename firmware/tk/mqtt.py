@@ -31,6 +31,18 @@ from tk.log import Logger
 _log = Logger("mqtt")
 
 
+def _put_length(buf, n):
+    """Write MQTT's variable-length "remaining length" at buf[1:]; return the index
+    just after it (the fixed header's size)."""
+    i = 1
+    while n > 0x7F:
+        buf[i] = (n & 0x7F) | 0x80
+        n >>= 7
+        i += 1
+    buf[i] = n
+    return i + 1
+
+
 class Client(MQTTClient):
     def __init__(self, client_id, server, port, keepalive_s, ssl_params, timeout_s=10):
         params = dict(ssl_params)
@@ -100,13 +112,7 @@ class Client(MQTTClient):
         sz = 2 + len(topic) + len(msg) + (2 if qos else 0)
         hdr = bytearray(7 + len(topic))
         hdr[0] = 0x30 | qos << 1 | (1 if retain else 0)
-        i = 1
-        while sz > 0x7F:
-            hdr[i] = (sz & 0x7F) | 0x80
-            sz >>= 7
-            i += 1
-        hdr[i] = sz
-        i += 1
+        i = _put_length(hdr, sz)
         struct.pack_into("!H", hdr, i, len(topic))
         hdr[i + 2:i + 2 + len(topic)] = topic
         i += 2 + len(topic)
@@ -156,13 +162,7 @@ class Client(MQTTClient):
             sz += 2 + len(t) + 1
         hdr = bytearray(5)
         hdr[0] = 0x82
-        i = 1
-        while sz > 0x7F:
-            hdr[i] = (sz & 0x7F) | 0x80
-            sz >>= 7
-            i += 1
-        hdr[i] = sz
-        pkt = bytearray(hdr[:i + 1])
+        pkt = bytearray(hdr[:_put_length(hdr, sz)])
         pkt += struct.pack("!H", pid)
         for t in topics:
             pkt += struct.pack("!H", len(t))
