@@ -39,7 +39,7 @@ def measure(bench: Bench, root: Path, budget: str, seconds: float) -> dict:
     diags = [m.json() for m in obs.messages if m.topic == f"thingkit/{thing}/diag" and m.t >= t0]
     tele = [m for m in obs.messages if m.topic == f"thingkit/{thing}/telemetry" and m.t >= t0]
     budget_b = kit.heap_bytes()
-    reserved = kit._reserved()  # noqa: SLF001 - the sim's own share, left out below
+    reserved = kit._reserved()
     out = {"budget": budget, "budget_bytes": budget_b, "telemetry_messages": len(tele),
            "memory_errors": con.count("MemoryError"), "sessions": con.count("mqtt connected")}
     if diags:

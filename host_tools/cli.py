@@ -218,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_boards(sub)
 
+    from host_tools.provision_cli import register as register_provisioning
+
+    register_provisioning(sub)
+
+    from host_tools.board_tools.cli import register as register_board_tools
+
+    register_board_tools(sub)
+
     from host_tools.audit.cli import register as register_audit
 
     register_audit(sub)

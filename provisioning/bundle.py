@@ -96,18 +96,37 @@ def write_bundle(
     Each file is written to a temporary name and renamed, so an interrupted write never
     leaves a half file where the device reads.
     """
+    files = bundle_files(identity, server_ca_der, config)
+    for rel, data in files.items():
+        _atomic_write(fs_root / rel, data, private=rel == KEY_FILE)
+
+
+def config_bytes(config: DeviceConfig) -> bytes:
+    """``config.json`` as written to the device."""
+    return (json.dumps(config.to_json(), indent=1) + "\n").encode()
+
+
+def bundle_files(identity: KeyPair, server_ca_der: bytes, config: DeviceConfig) -> dict[str, bytes]:
+    """The bundle's files (device path -> bytes), after checking the identity matches.
+
+    Raises:
+        BundleError: invalid thing name, or the certificate's subject is not CN=thing.
+    """
     check_thing_name(config.thing_name)
     cn = identity.cert.subject.rfc4514_string()
     if cn != f"CN={config.thing_name}":
         raise BundleError(f"certificate subject {cn} does not match thing {config.thing_name}")
-    files = {
+    return {
         CERT_FILE: identity.cert_der,
         KEY_FILE: identity.key_der,
         SERVER_CA_FILE: server_ca_der,
-        CONFIG_FILE: (json.dumps(config.to_json(), indent=1) + "\n").encode(),
+        CONFIG_FILE: config_bytes(config),
     }
-    for rel, data in files.items():
-        _atomic_write(fs_root / rel, data, private=rel == KEY_FILE)
+
+
+def atomic_write(path: Path, data: bytes, private: bool = False) -> None:
+    """Write ``data`` to a temporary name and rename it over ``path``."""
+    _atomic_write(path, data, private)
 
 
 def _atomic_write(path: Path, data: bytes, private: bool = False) -> None:

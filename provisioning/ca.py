@@ -15,12 +15,15 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import json
 import os
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -29,6 +32,10 @@ ROOT_CERT = "root.crt"
 ROOT_KEY = "root.key"
 ISSUING_CERT = "issuing.crt"
 ISSUING_KEY = "issuing.key"
+# Intermediates replaced by ``rotate_intermediate`` stay here, certificate and key: the
+# devices they issued keep working until rotated, and their CRLs are still signed by them.
+RETIRED_DIR = "retired"
+POLICY_FILE = "policy.json"
 
 ROOT_DAYS = 20 * 365
 ISSUING_DAYS = 10 * 365
@@ -40,6 +47,56 @@ _BACKDATE = dt.timedelta(hours=1)
 
 class CAError(Exception):
     """A CA directory is missing, incomplete, or its key cannot be opened."""
+
+
+@dataclass(frozen=True)
+class ValidityPolicy:
+    """How long each kind of certificate lives, and when device certificates are renewed.
+
+    Written to ``policy.json`` in the CA directory by ``thingkit ca init``; a CA without
+    the file uses these defaults.
+
+    Attributes:
+        root_days: lifetime of the root (offline) CA.
+        issuing_days: lifetime of an issuing intermediate (never past the root's).
+        leaf_days: lifetime of a device certificate (never past its intermediate's).
+        renew_before_days: rotate a device certificate this long before it expires.
+        crl_days: how long a published CRL stays valid (re-publish before then).
+    """
+
+    root_days: int = ROOT_DAYS
+    issuing_days: int = ISSUING_DAYS
+    leaf_days: int = LEAF_DAYS
+    renew_before_days: int = 30
+    crl_days: int = 30
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise CAError(f"validity policy: {f.name} must be a positive number of days")
+        if not self.leaf_days <= self.issuing_days <= self.root_days:
+            raise CAError("validity policy: need leaf_days <= issuing_days <= root_days")
+        if self.renew_before_days >= self.leaf_days:
+            raise CAError("validity policy: renew_before_days must be less than leaf_days")
+
+    @classmethod
+    def load(cls, directory: Path) -> ValidityPolicy:
+        """The policy in ``directory/policy.json``, or the defaults if there is none."""
+        try:
+            doc = json.loads((directory / POLICY_FILE).read_text())
+        except FileNotFoundError:
+            return cls()
+        except ValueError as exc:
+            raise CAError(f"{directory / POLICY_FILE} is not valid JSON: {exc}") from exc
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise CAError(f"{directory / POLICY_FILE}: unknown field(s) {', '.join(unknown)}")
+        return cls(**doc)
+
+    def save(self, directory: Path) -> None:
+        (directory / POLICY_FILE).write_text(json.dumps(asdict(self), indent=1) + "\n")
 
 
 class Usage(enum.Enum):
@@ -160,11 +217,15 @@ class CertificateAuthority:
         root_cert: x509.Certificate,
         issuing: KeyPair,
         root: KeyPair | None = None,
+        retired: Iterable[x509.Certificate] = (),
+        policy: ValidityPolicy | None = None,
     ) -> None:
         self.directory = directory
         self._root = root
         self.root_cert = root_cert
         self.issuing = issuing
+        self.retired = list(retired)
+        self.policy = policy or ValidityPolicy()
 
     @classmethod
     def create(
@@ -173,8 +234,12 @@ class CertificateAuthority:
         name: str,
         passphrase: bytes | None = None,
         organization: str | None = "thingkit",
+        policy: ValidityPolicy | None = None,
     ) -> CertificateAuthority:
         """Make a new root and issuing CA in ``directory`` (which must not hold one already).
+
+        Args:
+            policy: lifetimes; written to ``policy.json`` when given (defaults otherwise).
 
         Raises:
             CAError: the directory already holds a CA.
@@ -182,19 +247,24 @@ class CertificateAuthority:
         directory.mkdir(parents=True, exist_ok=True)
         if (directory / ROOT_CERT).exists():
             raise CAError(f"{directory} already holds a CA; refusing to overwrite it")
+        pol = policy or ValidityPolicy()
         root_key, issuing_key = new_key(), new_key()
         root_name = _name(f"{name} Root CA", organization)
         issuing_name = _name(f"{name} Issuing CA 1", organization)
-        root = KeyPair(root_key, _ca_cert(root_name, root_key, root_name, root_key, ROOT_DAYS, 1))
+        root = KeyPair(
+            root_key, _ca_cert(root_name, root_key, root_name, root_key, pol.root_days, 1)
+        )
         issuing = KeyPair(
             issuing_key,
-            _ca_cert(issuing_name, issuing_key, root_name, root_key, ISSUING_DAYS, 0),
+            _ca_cert(issuing_name, issuing_key, root_name, root_key, pol.issuing_days, 0),
         )
         _write_private(directory / ROOT_KEY, root.key_pem(passphrase))
         _write_private(directory / ISSUING_KEY, issuing.key_pem(passphrase))
         (directory / ROOT_CERT).write_bytes(root.cert_pem)
         (directory / ISSUING_CERT).write_bytes(issuing.cert_pem)
-        return cls(directory, root.cert, issuing, root)
+        if policy is not None:
+            policy.save(directory)
+        return cls(directory, root.cert, issuing, root, policy=pol)
 
     @classmethod
     def load(cls, directory: Path, passphrase: bytes | None = None) -> CertificateAuthority:
@@ -215,7 +285,43 @@ class CertificateAuthority:
             raise CAError(f"cannot open the issuing key in {directory}: {exc}") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CAError(f"{directory / ISSUING_KEY} is not an EC key")
-        return cls(directory, root_cert, KeyPair(key, cert))
+        retired = [
+            x509.load_pem_x509_certificate(p.read_bytes())
+            for p in sorted((directory / RETIRED_DIR).glob("*.crt"))
+        ]
+        return cls(
+            directory,
+            root_cert,
+            KeyPair(key, cert),
+            retired=retired,
+            policy=ValidityPolicy.load(directory),
+        )
+
+    @classmethod
+    def load_public(cls, directory: Path) -> CertificateAuthority:
+        """Open the CA's certificates only (no key, no passphrase): it cannot issue.
+
+        For what needs only certificates: plans, chains, ``issuer_of``.
+
+        Raises:
+            CAError: files missing.
+        """
+        try:
+            root_cert = x509.load_pem_x509_certificate((directory / ROOT_CERT).read_bytes())
+            cert = x509.load_pem_x509_certificate((directory / ISSUING_CERT).read_bytes())
+        except FileNotFoundError as exc:
+            raise CAError(f"no CA in {directory}: {exc.filename} is missing") from exc
+        retired = [
+            x509.load_pem_x509_certificate(p.read_bytes())
+            for p in sorted((directory / RETIRED_DIR).glob("*.crt"))
+        ]
+        return cls(
+            directory,
+            root_cert,
+            KeyPair(None, cert),  # type: ignore[arg-type]
+            retired=retired,
+            policy=ValidityPolicy.load(directory),
+        )
 
     @classmethod
     def open_or_create(
@@ -228,8 +334,104 @@ class CertificateAuthority:
 
     @property
     def chain_pem(self) -> bytes:
-        """Issuing then root certificate, PEM: what a verifier of our leaves needs."""
-        return self.issuing.cert_pem + self.root_cert.public_bytes(serialization.Encoding.PEM)
+        """Issuing then root certificate, PEM: what a verifier of our leaves needs.
+
+        Retired intermediates that have not expired come between the two, so devices they
+        issued keep connecting until their certificates are rotated.
+        """
+        now = _now()
+        retired = b"".join(
+            c.public_bytes(serialization.Encoding.PEM)
+            for c in self.retired
+            if c.not_valid_after_utc > now
+        )
+        return (
+            self.issuing.cert_pem
+            + retired
+            + self.root_cert.public_bytes(serialization.Encoding.PEM)
+        )
+
+    @property
+    def intermediates(self) -> list[x509.Certificate]:
+        """The current issuing certificate, then the retired ones (oldest first)."""
+        return [self.issuing.cert, *self.retired]
+
+    def issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
+        """The intermediate (current or retired) that issued ``cert``, or None."""
+        for inter in self.intermediates:
+            if cert.issuer == inter.subject:
+                try:
+                    cert.verify_directly_issued_by(inter)
+                except (ValueError, TypeError, InvalidSignature):
+                    continue
+                return inter
+        return None
+
+    def intermediate_key(
+        self, inter: x509.Certificate, passphrase: bytes | None = None
+    ) -> ec.EllipticCurvePrivateKey:
+        """The private key of a current or retired intermediate (to sign its CRL).
+
+        Raises:
+            CAError: the key is missing or cannot be opened.
+        """
+        if inter == self.issuing.cert:
+            return self.issuing.key
+        path = self.directory / RETIRED_DIR / f"{_retired_stem(inter)}.key"
+        return _load_key(path, passphrase)
+
+    def rotate_intermediate(
+        self, passphrase: bytes | None = None, new_passphrase: bytes | None = None
+    ) -> CertificateAuthority:
+        """Issue a new intermediate from the root; retire the current one.
+
+        The root key is opened for this only (it is the one operation that needs it). The
+        retired intermediate keeps its certificate and key under ``retired/``: devices it
+        issued stay trusted (see :attr:`chain_pem`) and their CRL is still signed by it.
+
+        Args:
+            passphrase: the CA's passphrase (root and issuing keys).
+            new_passphrase: passphrase for the new issuing key (default: the same).
+
+        Returns:
+            The CA, loaded again, now issuing from the new intermediate.
+
+        Raises:
+            CAError: the root key cannot be opened.
+        """
+        root_key = _load_key(self.directory / ROOT_KEY, passphrase)
+        if root_key.public_key().public_numbers() != (
+            self.root_cert.public_key().public_numbers()  # type: ignore[union-attr]
+        ):
+            raise CAError(f"{self.directory / ROOT_KEY} does not match {ROOT_CERT}")
+        old = self.issuing.cert
+        cn = old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        m = re.fullmatch(r"(.*) Issuing CA (\d+)", str(cn))
+        base, gen = (m.group(1), int(m.group(2))) if m else (str(cn), len(self.retired) + 1)
+        orgs = self.root_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        org = str(orgs[0].value) if orgs else None
+        key = new_key()
+        days = min(
+            self.policy.issuing_days,
+            max(1, (self.root_cert.not_valid_after_utc - _now()).days),
+        )
+        cert = _ca_cert(
+            _name(f"{base} Issuing CA {gen + 1}", org),
+            key,
+            self.root_cert.subject,
+            root_key,
+            days,
+            0,
+        )
+        retired = self.directory / RETIRED_DIR
+        retired.mkdir(exist_ok=True)
+        stem = _retired_stem(old)
+        (retired / f"{stem}.crt").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+        os.replace(self.directory / ISSUING_KEY, retired / f"{stem}.key")
+        pw = new_passphrase if new_passphrase is not None else passphrase
+        _write_private(self.directory / ISSUING_KEY, _key_pem(key, pw))
+        (self.directory / ISSUING_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return CertificateAuthority.load(self.directory, pw)
 
     @property
     def root_der(self) -> bytes:
@@ -243,21 +445,36 @@ class CertificateAuthority:
         ip_addresses: Iterable[str] = (),
         days: int = LEAF_DAYS,
         key: ec.EllipticCurvePrivateKey | None = None,
+        serial: int | None = None,
     ) -> KeyPair:
-        """Issue a leaf certificate (CN = ``common_name``) from the issuing CA."""
+        """Issue a leaf certificate (CN = ``common_name``) from the issuing CA.
+
+        ``serial`` defaults to a fresh 159-bit random number (RFC 5280 unique serials).
+        """
         key = key or new_key()
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        cert = self.leaf_issuer(usage, days, sans)(common_name, key, serial)
+        return KeyPair(key, cert)
+
+    def leaf_issuer(
+        self, usage: Usage, days: int = LEAF_DAYS, sans: list[x509.GeneralName] | None = None
+    ):
+        """A function ``(common_name, key, serial=None) -> certificate`` issuing leaves.
+
+        Everything but the subject, key and serial is built once (validity from now), so
+        bulk issuance signs each certificate with no other work; :meth:`issue` uses it too,
+        so there is one certificate profile.
+        """
         now = _now()
         eku = (
             ExtendedKeyUsageOID.CLIENT_AUTH
             if usage is Usage.CLIENT
             else ExtendedKeyUsageOID.SERVER_AUTH
         )
-        builder = (
+        base = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
             .issuer_name(self.issuing.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(
                 min(now + dt.timedelta(days=days), self.issuing.cert.not_valid_after_utc)
@@ -283,11 +500,41 @@ class CertificateAuthority:
                 critical=False,
             )
         )
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
         if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return KeyPair(key, builder.sign(self.issuing.key, hashes.SHA256()))
+            base = base.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        signer = self.issuing.key
+        sha256 = hashes.SHA256()
+
+        def issue(common_name: str, key: ec.EllipticCurvePrivateKey, serial: int | None = None):
+            return (
+                base.subject_name(_name(common_name))
+                .public_key(key.public_key())
+                .serial_number(serial or x509.random_serial_number())
+                .sign(signer, sha256)
+            )
+
+        return issue
+
+
+def _retired_stem(cert: x509.Certificate) -> str:
+    return f"issuing-{cert.serial_number:040x}"
+
+
+def _load_key(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
+    except FileNotFoundError as exc:
+        raise CAError(f"{path} is missing") from exc
+    except (TypeError, ValueError) as exc:
+        raise CAError(f"cannot open {path}: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CAError(f"{path} is not an EC key")
+    return key
+
+
+def is_encrypted(path: Path) -> bool:
+    """Whether a PEM private key file is encrypted (needs a passphrase)."""
+    return b"ENCRYPTED" in path.read_bytes()[:64]
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -1,0 +1,890 @@
+"""``thingkit ca|provision|register|revoke|rotate|teardown``: the fleet provisioning toolkit.
+
+Each command is a thin wrapper over a library function in ``provisioning/``. Irreversible
+steps (issuing certificates, registering with a cloud, revoking) print their plan with
+``--dry-run`` and ask before acting unless ``--yes``. The CA passphrase comes from
+``$THINGKIT_CA_PASSPHRASE`` or a prompt. Wire into the main parser with
+``register(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from host_tools.errors import UserError
+from host_tools.paths import state_home
+
+PASSPHRASE_ENV = "THINGKIT_CA_PASSPHRASE"
+AMAZON_ROOT_CA = Path(__file__).resolve().parent.parent / "provisioning/data/AmazonRootCA1.pem"
+
+
+# -- shared helpers ---------------------------------------------------------------------
+def _out(args: argparse.Namespace, doc: dict, text: str) -> None:
+    print(json.dumps(doc, indent=1) if getattr(args, "json", False) else text)
+
+
+def _tty() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    if args.yes:
+        return
+    if not _tty():
+        raise UserError(
+            f"refusing to {question} without confirmation", "add --yes", "--dry-run shows the plan"
+        )
+    if input(f"{question}? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise UserError("cancelled")
+
+
+def _passphrase(args: argparse.Namespace, confirm: bool = False) -> bytes | None:
+    if getattr(args, "no_passphrase", False):
+        return None
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env.encode()
+    if not _tty():
+        raise UserError("the CA passphrase is needed", f"set {PASSPHRASE_ENV} or run in a terminal")
+    pw = getpass.getpass("CA passphrase: ").encode()
+    if confirm and getpass.getpass("again: ").encode() != pw:
+        raise UserError("the passphrases differ")
+    if not pw:
+        raise UserError("an empty passphrase is not allowed", "use --no-passphrase for a bench CA")
+    return pw
+
+
+def _load_ca(args: argparse.Namespace, directory: Path):
+    from provisioning.ca import ISSUING_KEY, CAError, CertificateAuthority, is_encrypted
+
+    try:
+        key = directory / ISSUING_KEY
+        pw = _passphrase(args) if key.exists() and is_encrypted(key) else None
+        return CertificateAuthority.load(directory, pw), pw
+    except CAError as exc:
+        raise UserError(str(exc), where=f"thingkit ca show --dir {directory}") from exc
+
+
+def _progress(args: argparse.Namespace):
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        return None
+    t0 = time.monotonic()
+
+    def bar(phase: str, done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        fill = int(frac * 30)
+        rate = done / max(time.monotonic() - t0, 1e-6)
+        sys.stderr.write(
+            f"\r{phase:<10} [{'#' * fill}{'.' * (30 - fill)}] {done}/{total} {rate:.0f}/s "
+        )
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return bar
+
+
+def _bench(args: argparse.Namespace):
+    from host_tools.bench.bench import Bench
+
+    root = getattr(args, "bench_root", None) or getattr(args, "root", None)
+    return Bench(root or state_home() / "bench")
+
+
+def _store(args: argparse.Namespace):
+    from provisioning.store import FleetStore
+
+    root = args.fleet or state_home() / "fleet"
+    store = FleetStore(root)
+    spec = store.read_spec()
+    if spec is None:
+        raise UserError(f"no fleet in {root}", where="thingkit provision --out DIR")
+    return store, spec
+
+
+def _bench_ca_check(bench, spec: dict) -> None:
+    if Path(spec["ca_dir"]).resolve() != bench.layout.fleet_ca.resolve():
+        raise UserError(
+            f"this fleet was issued by the CA in {spec['ca_dir']}, not the bench's fleet CA",
+            "the bench trusts only its own fleet CA",
+            "thingkit provision --target bench",
+        )
+
+
+# -- ca ---------------------------------------------------------------------------------
+def cmd_ca_init(args: argparse.Namespace) -> int:
+    from provisioning.ca import CAError, CertificateAuthority, ValidityPolicy
+
+    try:
+        policy = ValidityPolicy(
+            args.root_days, args.issuing_days, args.leaf_days, args.renew_before_days, args.crl_days
+        )
+    except CAError as exc:
+        raise UserError(str(exc)) from exc
+    plan = {
+        "dir": str(args.dir),
+        "name": args.name,
+        "policy": policy.__dict__,
+        "encrypted": not args.no_passphrase,
+    }
+    if args.dry_run:
+        _out(
+            args,
+            {"plan": plan},
+            f"would create root and issuing CA '{args.name}' in {args.dir} "
+            f"(keys {'encrypted' if not args.no_passphrase else 'NOT encrypted'}; {policy})",
+        )
+        return 0
+    _confirm(args, f"create a CA in {args.dir}")
+    try:
+        ca = CertificateAuthority.create(
+            args.dir,
+            args.name,
+            _passphrase(args, confirm=True),
+            organization=args.org,
+            policy=policy,
+        )
+    except CAError as exc:
+        raise UserError(str(exc)) from exc
+    _out(
+        args,
+        _ca_doc(ca),
+        f"CA created in {args.dir}: {ca.root_cert.subject.rfc4514_string()} "
+        f"-> {ca.issuing.cert.subject.rfc4514_string()}",
+    )
+    return 0
+
+
+def _ca_doc(ca) -> dict:
+    from provisioning.ca import ISSUING_KEY, ROOT_KEY, is_encrypted
+    from provisioning.revocation import RevocationList, fingerprint
+
+    def c(cert) -> dict:
+        return {
+            "subject": cert.subject.rfc4514_string(),
+            "fingerprint": fingerprint(cert),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+        }
+
+    d = ca.directory
+    return {
+        "dir": str(d),
+        "root": c(ca.root_cert),
+        "issuing": c(ca.issuing.cert),
+        "retired": [c(r) for r in ca.retired],
+        "policy": ca.policy.__dict__,
+        "keys_encrypted": all(
+            is_encrypted(d / k) for k in (ROOT_KEY, ISSUING_KEY) if (d / k).exists()
+        ),
+        "root_key_present": (d / ROOT_KEY).exists(),
+        "revoked": len(RevocationList(d).entries),
+    }
+
+
+def cmd_ca_show(args: argparse.Namespace) -> int:
+    from provisioning.ca import CAError, CertificateAuthority
+
+    try:
+        doc = _ca_doc(CertificateAuthority.load_public(args.dir))
+    except CAError as exc:
+        raise UserError(str(exc), where="thingkit ca init") from exc
+    lines = [f"CA in {doc['dir']}"]
+    for k in ("root", "issuing"):
+        lines.append(
+            f"  {k:<8} {doc[k]['subject']}  until {doc[k]['not_after'][:10]}  "
+            f"sha256 {doc[k]['fingerprint'][:16]}..."
+        )
+    lines += [f"  retired  {r['subject']} until {r['not_after'][:10]}" for r in doc["retired"]]
+    lines.append(
+        f"  keys {'encrypted' if doc['keys_encrypted'] else 'NOT encrypted'}; root key "
+        f"{'here (move it offline)' if doc['root_key_present'] else 'offline'}; "
+        f"{doc['revoked']} revoked; policy {doc['policy']}"
+    )
+    _out(args, doc, "\n".join(lines))
+    return 0
+
+
+def cmd_ca_rotate_intermediate(args: argparse.Namespace) -> int:
+    from provisioning.ca import CAError
+
+    ca, pw = _load_ca(args, args.dir)
+    if args.dry_run:
+        _out(
+            args,
+            {"plan": {"retire": ca.issuing.cert.subject.rfc4514_string()}},
+            f"would issue a new intermediate from the root in {args.dir} and retire "
+            f"{ca.issuing.cert.subject.rfc4514_string()} (it stays trusted until it expires)",
+        )
+        return 0
+    _confirm(args, "issue a new intermediate CA")
+    try:
+        new = ca.rotate_intermediate(pw)
+    except CAError as exc:
+        raise UserError(str(exc), "the root key is needed (bring it back online)") from exc
+    _out(
+        args,
+        _ca_doc(new),
+        f"new intermediate {new.issuing.cert.subject.rfc4514_string()}; "
+        f"retired {ca.issuing.cert.subject.rfc4514_string()}; re-run `thingkit register` to "
+        "register it (AWS) or `bench up` again (bench trust)",
+    )
+    return 0
+
+
+# -- provision --------------------------------------------------------------------------
+def _records(args: argparse.Namespace):
+    from provisioning.manifest import (
+        ManifestError,
+        assign_names,
+        generated_records,
+        load_manifest,
+    )
+
+    try:
+        if args.manifest:
+            recs = load_manifest(args.manifest, default_model=args.model or "")
+        else:
+            recs = generated_records(
+                args.count, args.model or args.board, args.serial_prefix, args.serial_start
+            )
+        return assign_names(recs, args.name_template)
+    except ManifestError as exc:
+        raise UserError(str(exc), where=str(args.manifest or "--count")) from exc
+
+
+def _endpoint(args: argparse.Namespace) -> tuple[dict, bytes]:
+    """The fleet's endpoint settings and server CA, by target."""
+    if args.target == "bench":
+        b = _bench(args)
+        st = b.state
+        if "broker_port" not in st:
+            raise UserError("the bench is not up", where="thingkit bench up")
+        return (
+            {
+                "endpoint": "localhost",
+                "port": int(st["broker_port"]),
+                "ntp_servers": (f"127.0.0.1:{st['ntp_port']}",),
+                "region": "",
+            },
+            b.layout.server_ca_der.read_bytes(),
+        )
+    endpoint = args.endpoint
+    if not endpoint:
+        if not args.region:
+            raise UserError("an AWS endpoint is needed", "give --endpoint or --region")
+        try:
+            import boto3
+
+            endpoint = boto3.client("iot", region_name=args.region).describe_endpoint(
+                endpointType="iot:Data-ATS"
+            )["endpointAddress"]
+        except Exception as exc:
+            raise UserError(
+                f"cannot look up the AWS IoT endpoint in {args.region}: {exc}",
+                "check AWS credentials or give --endpoint",
+            ) from exc
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    path = args.server_ca or AMAZON_ROOT_CA
+    data = path.read_bytes()
+    cert = (
+        x509.load_pem_x509_certificate(data)
+        if b"-----BEGIN" in data
+        else x509.load_der_x509_certificate(data)
+    )
+    return (
+        {
+            "endpoint": endpoint,
+            "port": args.port,
+            "ntp_servers": tuple(args.ntp or ["pool.ntp.org"]),
+            "region": args.region or "",
+        },
+        cert.public_bytes(serialization.Encoding.DER),
+    )
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from host_tools.boards.registry import load_board
+    from provisioning.fleet import FleetError, FleetSpec, preview_fleet, provision_fleet
+    from provisioning.store import StoreError
+
+    out = args.out or state_home() / "fleet"
+    board = load_board(args.board)
+    records, bad = _records(args)
+    refused = {s: "" for s in (bad.rejected if bad else set())}
+    pv = preview_fleet(records, out)
+    problems = (bad.problems if bad else []) + list(pv.refused.values())
+    refused.update(pv.refused)
+    if problems and not args.skip_refused:
+        shown = "; ".join(problems[:5]) + (
+            f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        )
+        raise UserError(
+            f"{len(refused)} device(s) refused, nothing written: {shown}",
+            "fix the manifest, or add --skip-refused to provision the others",
+            str(args.manifest or out),
+        )
+    ep, server_ca = _endpoint(args)
+    if args.target == "bench":
+        ca_dir = _bench(args).layout.fleet_ca
+        if not ca_dir.exists():
+            raise UserError("the bench has no fleet CA yet", where="thingkit bench up")
+    else:
+        ca_dir = args.ca or state_home() / "ca"
+    images = not args.no_images
+    trees = args.trees or args.target == "bench"
+    plan = {
+        "out": str(out),
+        "ca": str(ca_dir),
+        "target": args.target,
+        **ep,
+        "ntp_servers": list(ep["ntp_servers"]),
+        "board": board.id,
+        "fs_offset": hex(board.filesystem_offset()),
+        "new": len(pv.new),
+        "already": len(pv.known),
+        "refused": sorted(refused),
+        "images": images,
+        "trees": trees,
+    }
+    if args.dry_run:
+        _out(
+            args,
+            {"plan": plan},
+            f"would issue {len(pv.new)} identities ({len(pv.known)} already provisioned, "
+            f"{len(refused)} refused) from {ca_dir} into {out}: endpoint {ep['endpoint']}:"
+            f"{ep['port']}, board {board.id} (images flashed at "
+            f"{hex(board.filesystem_offset())}){'' if images else ', no images'}",
+        )
+        return 0
+    if pv.new:
+        _confirm(args, f"issue {len(pv.new)} device certificates from {ca_dir}")
+    ca, _pw = _load_ca(args, ca_dir)
+    spec = FleetSpec(
+        target=args.target,
+        board=board.id,
+        partition_size=board.filesystem_size(),
+        fs_offset=board.filesystem_offset(),
+        name_template=args.name_template,
+        **ep,
+    )
+    try:
+        res = provision_fleet(
+            ca,
+            spec,
+            [r for r in records if r.serial not in refused],
+            out,
+            server_ca,
+            images=images,
+            trees=trees,
+            full_images=args.full_images,
+            extra_files={"board.json": (json.dumps(board.data, indent=1) + "\n").encode()},
+            jobs=args.jobs,
+            progress=_progress(args),
+            refused=refused,
+        )
+    except (FleetError, StoreError) as exc:
+        raise UserError(str(exc), where=str(out)) from exc
+    doc = res.to_json()
+    text = res.summary()
+    if res.refused:
+        text += "\n" + "\n".join(f"  refused: {r}" for r in res.refused[:20])
+    if images:
+        text += (
+            f"\nflash: esptool --chip {board.chip} write-flash "
+            f"{hex(board.filesystem_offset())} {out}/images/<thing>.littlefs.bin"
+        )
+    _out(args, doc, text)
+    return 1 if res.refused else 0
+
+
+# -- register / revoke / rotate / teardown ---------------------------------------------------
+def _aws(args: argparse.Namespace, spec: dict, dry: bool):
+    """(boto3 iot client or None, AwsOptions)."""
+    from provisioning.aws.plan import AwsOptions
+
+    region = args.region or spec.get("region") or os.environ.get("AWS_REGION", "")
+    if not region:
+        raise UserError("an AWS region is needed", "give --region")
+    client, account = None, args.account_id
+    try:
+        import boto3
+        from botocore.config import Config
+
+        cfg = Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=30)
+        client = boto3.client("iot", region_name=region, config=cfg)
+        if not account:
+            sts = boto3.client("sts", region_name=region, config=cfg)
+            account = sts.get_caller_identity()["Account"]
+    except Exception as exc:
+        if not dry:
+            raise UserError(
+                f"cannot reach AWS in {region}: {exc}", "check AWS credentials"
+            ) from exc
+        account = account or "ACCOUNT_ID"
+    opts = AwsOptions(
+        region=region,
+        account=account,
+        topic_prefix=spec.get("topic_prefix", "thingkit"),
+        policy_name=args.policy_name,
+        thing_type=args.thing_type,
+        groups=args.group or ["thingkit-fleet"],
+        ca_mode=args.ca_mode,
+        rule_role_arn=args.rule_role_arn or "",
+        jitp=args.jitp,
+        jitp_role_arn=args.jitp_role_arn or "",
+        claim_template=args.claim_template or "",
+        claim_role_arn=args.claim_role_arn or "",
+    )
+    return client, opts
+
+
+def _claim(store, ca) -> object:
+    """The fleet's claim certificate (issued once, kept in <fleet>/claim/)."""
+    from provisioning.bundle import atomic_write
+    from provisioning.ca import KeyPair, Usage
+
+    d = store.root / "claim"
+    if (d / "claim.crt.der").exists():
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_der_private_key((d / "claim.key.der").read_bytes(), None)
+        return KeyPair(key, x509.load_der_x509_certificate((d / "claim.crt.der").read_bytes()))
+    pair = ca.issue("thingkit-claim", Usage.CLIENT, days=ca.policy.leaf_days)
+    atomic_write(d / "claim.key.der", pair.key_der, private=True)
+    atomic_write(d / "claim.crt.der", pair.cert_der)
+    return pair
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from provisioning.ca import CertificateAuthority
+
+    store, spec = _store(args)
+    active = [e for e in store.devices.values() if e.status == "active"]
+    if args.target == "bench":
+        from provisioning import bench_registry as br
+
+        b = _bench(args)
+        _bench_ca_check(b, spec)
+        if args.dry_run:
+            _out(
+                args,
+                {"plan": {"bench": str(b.layout.root), "things": len(active)}},
+                f"would register {len(active)} things on the bench {b.layout.root}: ACL "
+                "regenerated, CRL published, broker restarted",
+            )
+            return 0
+        _confirm(args, f"register {len(active)} things on the bench")
+        t0 = time.monotonic()
+        n = br.register_things(b, {e.thing_name: e.fingerprint for e in active})
+        br.publish_crl(b)
+        _out(
+            args,
+            {"registered": n, "things": len(active)},
+            f"bench: {len(active)} things registered ({n} new or changed), ACL and CRL "
+            f"regenerated, broker restarted in {time.monotonic() - t0:.1f} s",
+        )
+        return 0
+    from provisioning.aws.apply import Applier
+    from provisioning.aws.plan import PlanError, registration_plan
+
+    client, opts = _aws(args, spec, args.dry_run)
+    ca_pub = CertificateAuthority.load_public(Path(spec["ca_dir"]))
+    try:
+        if args.dry_run:
+            plan = registration_plan(active, opts, ca_pub, claim=None)
+            _out(args, plan.to_json(), plan.render())
+            plan.check(dry_run=True)
+            return 0
+        ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
+        claim = _claim(store, ca) if opts.claim_template else None
+        plan = registration_plan(active, opts, ca, claim)
+        plan.check()
+    except PlanError as exc:
+        raise UserError(str(exc)) from exc
+    _confirm(args, f"make {len(plan.steps)} AWS IoT API calls in {opts.region}")
+    bar = _progress(args)
+    res = Applier(client, store.root / "aws-state.jsonl", rate=args.rate).apply(
+        plan, ca=ca, progress=(lambda d, t: bar("aws", d, t)) if bar else None
+    )
+    _out(
+        args,
+        {**res.__dict__},
+        res.summary("aws register") + "".join(f"\n  failed: {e}" for e in res.errors[:20]),
+    )
+    return 1 if res.errors else 0
+
+
+def _revoke_targets(args, store, spec, things_fps: list[tuple[str, str]]) -> str:
+    """Push revocations to the target; return a line saying what was done."""
+    target = args.target or spec.get("target", "aws")
+    if target == "bench":
+        from provisioning import bench_registry as br
+
+        b = _bench(args)
+        _bench_ca_check(b, spec)
+        br.publish_crl(b)
+        return "bench CRL published, broker restarted"
+    if target == "aws":
+        from provisioning.aws.apply import Applier
+        from provisioning.aws.plan import revocation_plan
+
+        client, opts = _aws(args, spec, False)
+        res = Applier(client, store.root / "aws-revoke-state.jsonl", rate=args.rate).apply(
+            revocation_plan(opts, things_fps)
+        )
+        if res.errors:
+            raise UserError("AWS revocation failed: " + "; ".join(res.errors[:3]))
+        return res.summary("aws revoke")
+    return "recorded only (no target)"
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from provisioning.lifecycle import LifecycleError, find_cert, pending_old, revoke_in_fleet
+
+    if args.cert:
+        from cryptography import x509
+
+        from provisioning import bench_registry as br
+        from provisioning.ca import CAError
+
+        data = args.cert.read_bytes()
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+        cn = cert.subject.rfc4514_string().removeprefix("CN=")
+        if args.dry_run:
+            _out(args, {"plan": {"revoke": cn}}, f"would revoke {cn}'s certificate on the bench")
+            return 0
+        _confirm(args, f"revoke the certificate of {cn} on the bench")
+        try:
+            entry, new = br.revoke_on_bench(_bench(args), cert, cn, args.reason)
+        except CAError as exc:
+            raise UserError(str(exc)) from exc
+        _out(
+            args,
+            entry.__dict__,
+            f"revoked {cn} ({entry.fingerprint[:12]}...)"
+            f"{'' if new else ' (already revoked)'}; bench CRL published, broker restarted",
+        )
+        return 0
+    store, spec = _store(args)
+    todo: list[tuple[str, str]] = []
+    for thing in args.things:
+        if thing not in store.devices:
+            raise UserError(f"{thing} is not in the fleet at {store.root}")
+        fps = pending_old(store, thing) if args.previous else [store.devices[thing].fingerprint]
+        todo += [(thing, fp) for fp in fps]
+    if args.dry_run or not todo:
+        _out(
+            args,
+            {"plan": [{"thing": t, "fingerprint": f} for t, f in todo]},
+            "\n".join(f"would revoke {t} {f[:12]}..." for t, f in todo) or "nothing to revoke",
+        )
+        return 0
+    _confirm(args, f"revoke {len(todo)} certificate(s)")
+    ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
+    with store:
+        try:
+            for thing, fp in todo:
+                revoke_in_fleet(store, ca, thing, args.reason, cert=find_cert(store, thing, fp))
+        except LifecycleError as exc:
+            raise UserError(str(exc)) from exc
+        store.write_manifests()
+    done = _revoke_targets(args, store, spec, todo)
+    _out(args, {"revoked": [f for _t, f in todo]}, f"revoked {len(todo)} certificate(s); {done}")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from provisioning.ca import CertificateAuthority, Usage
+    from provisioning.lifecycle import (
+        RotationResult,
+        SimKitDelivery,
+        due,
+        pending_old,
+        rebuild_artifacts,
+        record_rotation,
+        revoke_in_fleet,
+        rotate_identity,
+    )
+
+    store, spec = _store(args)
+    if args.confirm:
+        args.previous = True
+        return cmd_revoke(args)
+    things = list(args.things)
+    if args.due:
+        pub = CertificateAuthority.load_public(Path(spec["ca_dir"]))
+        things += [
+            t
+            for t, e in store.devices.items()
+            if e.status == "active"
+            and due(dt.datetime.fromisoformat(e.not_after), pub)
+            and t not in things
+        ]
+    for t in things:
+        if t not in store.devices:
+            raise UserError(f"{t} is not in the fleet at {store.root}")
+    if args.dry_run or not things:
+        _out(
+            args,
+            {"plan": things},
+            "\n".join(f"would rotate {t}" for t in things) or "no certificate is due for rotation",
+        )
+        return 0
+    _confirm(args, f"issue new certificates for {len(things)} device(s)")
+    ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
+    target = args.target or spec.get("target", "aws")
+    lines, docs = [], []
+    with store:
+        for thing in things:
+            old = store.devices[thing].identity().cert
+
+            def record(new, thing=thing) -> None:
+                record_rotation(store, thing, new)
+                rebuild_artifacts(
+                    store,
+                    thing,
+                    images=store.image_path(thing).exists(),
+                    trees=store.device_dir(thing).exists(),
+                )
+                if target == "bench":
+                    from provisioning import bench_registry as br
+
+                    br.register_things(_bench(args), {thing: new.fingerprint})
+
+            kit_root = (args.kits or state_home() / "kits") / thing
+            if target == "bench" and kit_root.exists():
+                from host_tools.bench.observer import Observer
+                from host_tools.kit.sim import SimKit
+                from provisioning import bench_registry as br
+
+                b = _bench(args)
+                _bench_ca_check(b, spec)
+
+                def revoke(cert, thing=thing, b=b) -> None:
+                    revoke_in_fleet(store, ca, thing, "superseded", cert=cert)
+                    br.publish_crl(b)
+
+                with Observer(b) as obs:
+                    r = rotate_identity(
+                        ca,
+                        thing,
+                        old,
+                        SimKitDelivery(SimKit(kit_root), obs),
+                        revoke,
+                        timeout=args.timeout,
+                        record=record,
+                    )
+            else:
+                new = ca.issue(thing, Usage.CLIENT, days=ca.policy.leaf_days)
+                record(new)
+                r = RotationResult(
+                    thing,
+                    store.devices[thing].previous[-1],
+                    new.fingerprint,
+                    new.cert.not_valid_after_utc.isoformat(),
+                    False,
+                    False,
+                    0.0,
+                )
+            lines.append(r.line())
+            docs.append(r.__dict__)
+        store.write_manifests()
+    pending = [t for t in things if pending_old(store, t)]
+    text = "\n".join(lines)
+    if pending:
+        how = "register them (thingkit register) and " if target == "aws" else ""
+        text += (
+            f"\n{len(pending)} device(s) wait for delivery: {how}flash or send "
+            f"{store.images_dir}/<thing>.littlefs.bin, then `thingkit rotate --confirm "
+            f"{' '.join(pending[:3])}{' ...' if len(pending) > 3 else ''}`"
+        )
+    _out(args, {"rotated": docs, "pending": pending}, text)
+    return 0
+
+
+def cmd_teardown(args: argparse.Namespace) -> int:
+    store, spec = _store(args)
+    target = args.target or spec.get("target", "aws")
+    if target == "bench":
+        from provisioning import bench_registry as br
+
+        b = _bench(args)
+        things = list(store.devices)
+        if args.dry_run:
+            _out(args, {"plan": things}, f"would remove {len(things)} things from the bench")
+            return 0
+        _confirm(args, f"remove {len(things)} things from the bench")
+        n = br.unregister_things(b, things)
+        _out(args, {"removed": n}, f"bench: {n} things removed, ACL regenerated")
+        return 0
+    from provisioning.aws.apply import Applier, teardown
+
+    client, _opts = _aws(args, spec, args.dry_run)
+    a = Applier(client, store.root / "aws-state.jsonl", rate=args.rate)
+    lines, _ = teardown(a, dry_run=True)
+    if args.dry_run or not lines:
+        _out(
+            args,
+            {"plan": lines},
+            "\n".join(f"would remove {x}" for x in lines) or "nothing recorded to remove",
+        )
+        return 0
+    _confirm(args, f"remove {len(lines)} AWS IoT resources")
+    bar = _progress(args)
+    _lines, res = teardown(a, progress=(lambda d, t: bar("teardown", d, t)) if bar else None)
+    _out(
+        args,
+        {**res.__dict__},
+        res.summary("teardown") + "".join(f"\n  failed: {e}" for e in res.errors[:20]),
+    )
+    return 1 if res.errors else 0
+
+
+def cmd_bench_reuse(args: argparse.Namespace) -> int:
+    """``thingkit bench reuse``: certificates presented by two live connections."""
+    from provisioning.bench_registry import reuse_report
+
+    found = reuse_report(_bench(args))
+    _out(
+        args,
+        {"reused": [r.__dict__ for r in found]},
+        "\n".join(r.line() for r in found) or "no certificate is used by two live connections",
+    )
+    return 1 if found else 0
+
+
+# -- parser -----------------------------------------------------------------------------
+def _common(sp: argparse.ArgumentParser, dry: bool = True) -> None:
+    if dry:
+        sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        sp.add_argument("--yes", action="store_true", help="do not ask before acting")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _aws_args(sp: argparse.ArgumentParser) -> None:
+    g = sp.add_argument_group("AWS")
+    g.add_argument("--region", help="AWS region (default: the fleet's)")
+    g.add_argument("--account-id", help="AWS account id (default: from STS)")
+    g.add_argument("--policy-name", default="thingkit-device")
+    g.add_argument("--thing-type", default="thingkit-kit")
+    g.add_argument("--group", action="append", help="static thing group (repeatable)")
+    g.add_argument(
+        "--ca-mode",
+        choices=["register", "none"],
+        default="register",
+        help="register the CA (default) or certificates without a CA",
+    )
+    g.add_argument("--rule-role-arn", help="IAM role the Last-Will topic rule publishes with")
+    g.add_argument("--jitp", action="store_true", help="attach a JITP template to the CA")
+    g.add_argument("--jitp-role-arn")
+    g.add_argument("--claim-template", help="create a fleet-provisioning-by-claim template")
+    g.add_argument("--claim-role-arn")
+    g.add_argument("--rate", type=float, default=10.0, help="API calls per second (default 10)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ca``, ``provision``, ``register``, ``revoke``, ``rotate``, ``teardown``."""
+    ca = subparsers.add_parser("ca", help="the fleet CA (offline root, issuing intermediate)")
+    cs = ca.add_subparsers(dest="sub", required=True)
+    d = state_home() / "ca"
+    sp = cs.add_parser("init", help="create a root and issuing CA")
+    sp.add_argument("--dir", type=Path, default=d)
+    sp.add_argument("--name", default="thingkit fleet")
+    sp.add_argument("--org", default="thingkit")
+    sp.add_argument("--root-days", type=int, default=20 * 365)
+    sp.add_argument("--issuing-days", type=int, default=10 * 365)
+    sp.add_argument("--leaf-days", type=int, default=5 * 365)
+    sp.add_argument("--renew-before-days", type=int, default=30)
+    sp.add_argument("--crl-days", type=int, default=30)
+    sp.add_argument("--no-passphrase", action="store_true", help="keys unencrypted (bench only)")
+    _common(sp)
+    sp.set_defaults(func=cmd_ca_init)
+    sp = cs.add_parser("show", help="certificates, policy, revocations")
+    sp.add_argument("--dir", type=Path, default=d)
+    _common(sp, dry=False)
+    sp.set_defaults(func=cmd_ca_show)
+    sp = cs.add_parser("rotate-intermediate", help="new issuing CA from the root")
+    sp.add_argument("--dir", type=Path, default=d)
+    _common(sp)
+    sp.set_defaults(func=cmd_ca_rotate_intermediate)
+
+    sp = subparsers.add_parser("provision", help="issue device identities, configs and images")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--count", type=int, help="this many devices, serials generated")
+    src.add_argument("--manifest", type=Path, help="the manufacturer's allow list (CSV or JSON)")
+    sp.add_argument("--out", type=Path, help="fleet directory (default .thingkit/fleet)")
+    sp.add_argument("--target", choices=["aws", "bench"], default="aws")
+    sp.add_argument("--bench-root", type=Path)
+    sp.add_argument("--ca", type=Path, help="CA directory (default .thingkit/ca)")
+    sp.add_argument("--region")
+    sp.add_argument("--endpoint", help="MQTT endpoint (default: looked up for --region)")
+    sp.add_argument("--port", type=int, default=8883)
+    sp.add_argument("--ntp", action="append", default=None, help="NTP server (repeatable)")
+    sp.add_argument("--server-ca", type=Path, help="endpoint CA (default Amazon Root CA 1)")
+    sp.add_argument("--board", default="esp32-devkitc")
+    sp.add_argument("--model", help="model for records without one (default: the board id)")
+    sp.add_argument("--name-template", default="{model}-{serial}")
+    sp.add_argument("--serial-prefix", default="SN")
+    sp.add_argument("--serial-start", type=int, default=1)
+    sp.add_argument("--no-images", action="store_true")
+    sp.add_argument("--full-images", action="store_true", help="pad images to the partition")
+    sp.add_argument("--trees", action="store_true", help="also write devices/<thing>/ trees")
+    sp.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
+    sp.add_argument(
+        "--skip-refused",
+        action="store_true",
+        help="provision the valid devices even if some are refused",
+    )
+    _common(sp)
+    sp.set_defaults(func=cmd_provision)
+
+    for name, func, hlp in (
+        ("register", cmd_register, "register the fleet on the bench or AWS IoT"),
+        ("revoke", cmd_revoke, "revoke certificates (bench CRL, AWS REVOKED)"),
+        ("rotate", cmd_rotate, "new certificates before expiry; old ones revoked on confirm"),
+        ("teardown", cmd_teardown, "remove what register created"),
+    ):
+        sp = subparsers.add_parser(name, help=hlp)
+        sp.add_argument("--fleet", type=Path, help="fleet directory (default .thingkit/fleet)")
+        sp.add_argument(
+            "--target",
+            choices=["aws", "bench", "none"] if name == "revoke" else ["aws", "bench"],
+            help="default: the fleet's target",
+        )
+        sp.add_argument("--bench-root", type=Path)
+        _aws_args(sp)
+        _common(sp)
+        sp.set_defaults(func=func)
+        if name in ("revoke", "rotate"):
+            sp.add_argument("things", nargs="*", help="thing names")
+            sp.add_argument("--reason", default="unspecified" if name == "revoke" else "superseded")
+            sp.add_argument("--cert", type=Path, help="revoke this certificate (bench kits)")
+            sp.add_argument(
+                "--previous",
+                action="store_true",
+                help="revoke the superseded certificates (after rotation)",
+            )
+        if name == "rotate":
+            sp.add_argument("--due", action="store_true", help="every certificate due for renewal")
+            sp.add_argument(
+                "--confirm",
+                action="store_true",
+                help="devices confirmed: revoke their old certificates",
+            )
+            sp.add_argument("--kits", type=Path, help="virtual kits root (bench delivery)")
+            sp.add_argument("--timeout", type=float, default=60.0)
