@@ -449,6 +449,9 @@ class LineServer:
     def _run(self, lines: list[bytes]) -> None:
         conn, _ = self.sock.accept()
         with conn:
+            # pyserial's socket:// clears its input on open, as a board's output before
+            # the port opens is lost: start talking a moment after the connection.
+            time.sleep(0.3)
             for ln in lines:
                 conn.sendall(ln)
                 time.sleep(0.05)
