@@ -20,6 +20,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from host_tools.doc_urls import base_url as docs_base_url
 from provisioning.ca import KeyPair
 
 CONFIG_FILE = "config.json"
@@ -58,7 +59,8 @@ class DeviceConfig:
     backoff_cap_ms: int = 120000
     backoff_reset_s: int = 30
     log_level: str = "info"
-    docs_url: str = ""
+    # Documentation link the device shows: from the one configured value (docs/urls.toml).
+    docs_url: str = field(default_factory=docs_base_url)
     telemetry_interval_s: int = 10
     diag_interval_s: int = 60
 

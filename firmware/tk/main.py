@@ -19,8 +19,20 @@ def _load_config():
             return config.load()
         except config.ConfigError as e:
             _log.error("config: %s; idle until config.json is fixed", e)
+            _log.error("help: %s", _docs_url())
         for _ in range(10):
             time.sleep(1)
+
+
+def _docs_url():
+    """The documentation link from config.json, if it can be read at all."""
+    try:
+        import json
+        with open(config.CONFIG_FILE) as f:
+            url = json.load(f).get("docs_url")
+        return url if isinstance(url, str) and url else "see the kit's documentation"
+    except Exception:
+        return "see the kit's documentation"
 
 
 def start():

@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 
+from host_tools import doc_urls
 from host_tools.audit import allowlist as al
-from host_tools.audit import doc_urls, fleet
+from host_tools.audit import fleet
 from host_tools.audit.rules import Finding, private_keys, scan_text
 from host_tools.errors import UserError
 from host_tools.paths import REPO

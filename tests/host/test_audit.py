@@ -12,8 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from host_tools import doc_urls
 from host_tools.audit import allowlist as al
-from host_tools.audit import audit, doc_urls
+from host_tools.audit import audit
 from host_tools.audit.cli import register
 from host_tools.audit.rules import RULES, reserved_host, scan_line
 from host_tools.errors import UserError

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.audit import audit, doc_urls
+from host_tools import doc_urls
+from host_tools.audit import audit
 from host_tools.boards.registry import all_boards
 from host_tools.paths import REPO
 

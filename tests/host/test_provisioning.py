@@ -24,6 +24,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from host_tools import doc_urls
 from host_tools.paths import FIRMWARE
 from provisioning import ca as ca_mod
 from provisioning.bundle import (
@@ -420,7 +421,8 @@ def test_device_config_defaults() -> None:
     }
     assert doc["ntp"] == {"servers": ["pool.ntp.org"]}
     assert doc["backoff"] == {"base_ms": 1000, "cap_ms": 120000, "reset_after_s": 30}
-    assert (doc["log_level"], doc["docs_url"]) == ("info", "")
+    # The documentation link comes from the one configured value (docs/urls.toml).
+    assert (doc["log_level"], doc["docs_url"]) == ("info", doc_urls.base_url())
     # No credential fields the firmware would refuse.
     assert set(doc["mqtt"]) == {"endpoint", "port", "keepalive_s", "topic_prefix"}
 

@@ -7,7 +7,7 @@ reports one written anywhere but ``docs/urls.toml``.
 
 Usage::
 
-    from host_tools.audit import doc_urls
+    from host_tools import doc_urls
 
     doc_urls.base_url()                            # base_url of docs/urls.toml
     doc_urls.page_url("troubleshooting", "clock")  # <base>troubleshooting.html#clock
