@@ -282,13 +282,6 @@ def test_oversize_report_413_handled_without_retry_loop(bench, make_kit, observe
 
 
 @pytest.mark.checklist("hw.shadow_validated")
-@pytest.mark.xfail(
-    strict=True,
-    reason="firmware: with a near-full (8 KB) classic shadow the connect-time sync fails "
-    "every time and the device reconnects in a loop: on the virtual kit's heap the "
-    "get/accepted reply (~9.3 KB) raises MemoryError; with more heap, the 413 on the "
-    "connect-time report would end the session the same way (tk/device.py sync_shadow)",
-)
 def test_oversize_shadow_at_connect_handled_without_reconnect_loop(bench, make_kit, observer):
     kit = make_kit(bench, state="online", backoff_base_ms=200, backoff_cap_ms=800)
     thing = kit.thing

@@ -18,7 +18,7 @@ from tk.backoff import Backoff
 from tk.diag import Diag
 from tk.log import Logger
 from tk.mqtt import Client
-from tk.shadow import Shadow
+from tk.shadow import Shadow, ShadowRejected, ShadowTooLarge
 from tk.topics import Topics
 from tk.version import VERSION
 
@@ -72,8 +72,16 @@ class Session:
         self.app1.start(self.boot_info)
 
     def sync_shadow(self):
-        """Shadow sync on connect (IoT Lens BP 11.1): get, apply delta, report online."""
-        doc = self.shadow.get()
+        """Shadow sync on connect (IoT Lens BP 11.1): get, apply delta, report online.
+
+        A shadow too large for this device, or a report the service refuses (413, 400),
+        is logged and the session goes on: reconnecting would only meet it again.
+        """
+        try:
+            doc = self.shadow.get()
+        except ShadowTooLarge as e:
+            _log.error("shadow sync: %s; desired state not applied", e)
+            doc = None
         version = doc["version"] if doc else None
         delta = doc.get("state", {}).get("delta") if doc else None
         reported = self._apply_settings(delta)
@@ -81,7 +89,13 @@ class Session:
         reported["fw"] = VERSION
         reported["board"] = self.hal.NAME
         reported["boot"] = self.boot_info
-        acc = self.shadow.update(reported=reported, version=version)
+        try:
+            acc = self.shadow.update(reported=reported, version=version)
+        except (ShadowRejected, ShadowTooLarge) as e:
+            if isinstance(e, ShadowRejected) and e.code not in (400, 413):
+                raise
+            _log.error("shadow sync: report refused (%r); going on without it", e)
+            return
         _log.info("shadow synced: connected=true (version %s)", acc.get("version"))
 
     def _apply_settings(self, delta):

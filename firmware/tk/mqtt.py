@@ -44,12 +44,16 @@ def _put_length(buf, n):
 
 
 class Client(MQTTClient):
-    def __init__(self, client_id, server, port, keepalive_s, ssl_params, timeout_s=10):
+    def __init__(self, client_id, server, port, keepalive_s, ssl_params, timeout_s=10,
+                 max_payload=6144):
         params = dict(ssl_params)
         params["timeout"] = timeout_s
         super().__init__(client_id, server, port=port, keepalive=keepalive_s,
                          ssl=True, ssl_params=params)
         self.timeout_s = timeout_s
+        # Larger incoming payloads are drained, not kept: handlers get None. Parsing a
+        # 9 KB shadow document would not fit a small heap.
+        self.max_payload = max_payload
         self._handlers = {}
         self._poller = None
         self.last_tx = time.ticks_ms()
@@ -212,7 +216,14 @@ class Client(MQTTClient):
             p = self.sock.read(2)
             pid = p[0] << 8 | p[1]
             sz -= 2
-        msg = self.sock.read(sz)
+        if sz > self.max_payload:
+            _log.warn("%d-byte message on %s is larger than this device takes (%d): dropped",
+                      sz, bytes(topic), self.max_payload)
+            while sz > 0:
+                sz -= len(self.sock.read(min(sz, 256)))
+            msg = None
+        else:
+            msg = self.sock.read(sz)
         if op & 6 == 2:  # QoS 1: acknowledge before handling, as AWS expects promptly
             self.sock.write(struct.pack("!BBH", 0x40, 2, pid))
         self.cb(topic, msg)

@@ -30,6 +30,10 @@ class ShadowTimeout(Exception):
     pass
 
 
+class ShadowTooLarge(Exception):
+    """The shadow's reply was larger than this device takes (tk.mqtt max_payload)."""
+
+
 class Shadow:
     def __init__(self, client, thing, name=None, timeout_ms=5000):
         self.client = client
@@ -66,6 +70,11 @@ class Shadow:
         return "%s-%d" % (self._prefix, self._seq)
 
     def _on_reply(self, topic, msg):
+        if msg is None:
+            # Too large to read: it answers the request in flight (one at a time).
+            if self._waiting is not None:
+                self._reply = (bytes(topic)[len(self.base):], None)
+            return
         try:
             doc = json.loads(msg)
         except Exception:
@@ -83,6 +92,9 @@ class Shadow:
             _log.warn("shadow refused an update: %s %s", doc.get("code"), doc.get("message"))
 
     def _on_delta(self, topic, msg):
+        if msg is None:
+            _log.warn("delta too large for this device: ignored")
+            return
         try:
             doc = json.loads(msg)
             state = doc["state"]
@@ -127,6 +139,8 @@ class Shadow:
     def get(self):
         """Return the full shadow document, or None when the shadow does not exist."""
         suffix, doc = self._request(b"get", {})
+        if doc is None:
+            raise ShadowTooLarge("shadow document larger than this device takes")
         if suffix == b"get/accepted":
             return doc
         if doc.get("code") == 404:
@@ -150,7 +164,9 @@ class Shadow:
                 body["version"] = version
             suffix, doc = self._request(b"update", body)
             if suffix == b"update/accepted":
-                return doc
+                return doc or {}
+            if doc is None:
+                raise ShadowTooLarge("update reply larger than this device takes")
             code = doc.get("code")
             if code == 409 and version is not None and retries > 0:
                 retries -= 1

@@ -527,3 +527,23 @@ def test_connack_refusal_raises(mpy):
         r = mpy.one(CONNECT_SNIPPET.format(port=srv.port))
     assert srv.error is None, srv.error
     assert r == {"connect": ["MQTTException", 5]}
+
+
+def test_oversize_payload_drained_handler_gets_none_stream_in_step(mpy):
+    big = publish_pkt(b"kit/ping", b"x" * 700, qos=1, pid=0x0A0B)
+    small = publish_pkt(b"kit/ping", b"ok", qos=0)
+    r = run(
+        mpy,
+        """
+        c.max_payload = 512
+        seen = []
+        c.on(b"kit/ping", lambda t, m: seen.append(None if m is None else m.decode()))
+        s.feed(BIG + SMALL)
+        c.wait_msg()
+        c.wait_msg()
+        out({"seen": seen, "tx": hx(s.take()), "left": len(s.rx)})
+    """.replace("BIG", repr(big)).replace("SMALL", repr(small)),
+    )
+    assert r["seen"] == [None, "ok"]
+    assert bytes.fromhex(r["tx"]) == b"\x40\x02\x0a\x0b"  # the big one is still acknowledged
+    assert r["left"] == 0
