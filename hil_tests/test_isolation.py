@@ -3,37 +3,25 @@ own topics, shadow and jobs."""
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import load_der_private_key
-from cryptography.x509 import load_der_x509_certificate
-from paho.mqtt.enums import CallbackAPIVersion
+
+from host_tools.bench import clients
 
 pytestmark = pytest.mark.slow
 
 
 def _client_as_kit(bench, kit, tmp_path) -> mqtt.Client:
-    cert = load_der_x509_certificate((kit.flash / "certs/device.crt.der").read_bytes())
-    key = load_der_private_key((kit.flash / "certs/device.key.der").read_bytes(), None)
-    cp, kp = tmp_path / f"{kit.thing}.crt", tmp_path / f"{kit.thing}.key"
-    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kp.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    c = clients.device_client(
+        bench.layout,
+        (kit.flash / "certs/device.crt.der").read_bytes(),
+        (kit.flash / "certs/device.key.der").read_bytes(),
+        kit.thing,
+        tmp_path,
     )
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=kit.thing)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cafile=str(bench.layout.server_ca_pem))
-    ctx.load_cert_chain(str(cp), str(kp))
-    c.tls_set_context(ctx)
     got = threading.Event()
     c.on_connect = lambda *a: got.set()
     c.connect("127.0.0.1", bench.port)

@@ -8,17 +8,13 @@ as a misbehaving firmware would.
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import load_der_private_key
-from cryptography.x509 import load_der_x509_certificate
-from paho.mqtt.enums import CallbackAPIVersion
+
+from host_tools.bench import clients
 
 pytestmark = pytest.mark.slow
 
@@ -27,32 +23,19 @@ class KitClient:
     """An MQTT client holding a kit's certificate and key; records what it receives."""
 
     def __init__(self, bench, kit, tmp_path, client_id: str | None = None) -> None:
-        cert = load_der_x509_certificate(kit.read_file("certs/device.crt.der"))
-        key = load_der_private_key(kit.read_file("certs/device.key.der"), None)
-        cp = tmp_path / f"{kit.thing}-{uuid.uuid4().hex[:4]}.crt"
-        kp = cp.with_suffix(".key")
-        cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        kp.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
         self.received: list[tuple[str, bytes]] = []
         self.granted: list[int] = []
         self.connected = threading.Event()
         self.disconnected = threading.Event()
         self._subacks = threading.Semaphore(0)
-        c = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or kit.thing,
+        c = clients.device_client(
+            bench.layout,
+            kit.read_file("certs/device.crt.der"),
+            kit.read_file("certs/device.key.der"),
+            client_id or kit.thing,
+            tmp_path,
             reconnect_on_failure=False,
         )
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(cafile=str(bench.layout.server_ca_pem))
-        ctx.load_cert_chain(str(cp), str(kp))
-        c.tls_set_context(ctx)
         c.on_connect = lambda *a: self.connected.set()
         c.on_disconnect = lambda *a: self.disconnected.set()
         c.on_message = lambda cl, u, m: self.received.append((m.topic, bytes(m.payload)))

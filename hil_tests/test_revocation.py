@@ -11,13 +11,11 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hil_tests.helpers import RETRY_RX, wait_connected
+from host_tools.bench import clients
 from host_tools.bench.observer import Observer
 from provisioning.bench_registry import crl_path, reuse_report, revoke_on_bench
 from provisioning.lifecycle import KitDelivery, rotate_identity
@@ -33,23 +31,7 @@ def _cert(kit) -> x509.Certificate:
 
 def _client(bench, cert_der: bytes, key_der: bytes, client_id: str, tmp: Path):
     """A paho client presenting a kit's identity; returns (client, connected?, error)."""
-    cp, kp = tmp / f"{client_id}.crt", tmp / f"{client_id}.key"
-    cp.write_bytes(
-        x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)
-    )
-    key = serialization.load_der_private_key(key_der, None)
-    kp.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cafile=str(bench.layout.server_ca_pem))
-    ctx.load_cert_chain(str(cp), str(kp))
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
-    c.tls_set_context(ctx)
+    c = clients.device_client(bench.layout, cert_der, key_der, client_id, tmp)
     ok = threading.Event()
     c.on_connect = lambda *a: ok.set()
     try:

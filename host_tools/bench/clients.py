@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ssl
 import threading
+import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -57,3 +59,42 @@ def connect(client: mqtt.Client, port: int, timeout: float = 10.0, keepalive: in
         raise UserError("the bench broker refused the connection", str(result["rc"]))
     if prev is not None:
         prev(client, None, None, result["rc"], None)
+
+
+def device_client(
+    layout: BenchLayout,
+    cert_der: bytes,
+    key_der: bytes,
+    client_id: str,
+    workdir: Path,
+    **client_kw: object,
+) -> mqtt.Client:
+    """A paho client (not yet connected) presenting a device's identity, the DER
+    certificate and key of its bundle, to the bench broker over TLS 1.2.
+
+    ``ssl`` loads certificates from files, so PEM copies are written to ``workdir``.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    stem = workdir / f"{client_id}-{uuid.uuid4().hex[:6]}"
+    cp, kp = stem.with_suffix(".crt"), stem.with_suffix(".key")
+    cp.write_bytes(
+        x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)
+    )
+    kp.write_bytes(
+        serialization.load_der_private_key(key_der, None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, **client_kw
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=str(layout.server_ca_pem))
+    ctx.load_cert_chain(str(cp), str(kp))
+    c.tls_set_context(ctx)
+    return c

@@ -11,12 +11,10 @@ import sys
 import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from paho.mqtt.enums import CallbackAPIVersion
 
 from host_tools import provision_cli
+from host_tools.bench import clients
 from host_tools.bench.bench import Bench
 from host_tools.errors import UserError
 from provisioning.bench_registry import (
@@ -52,24 +50,7 @@ def _run(capsys, *argv: str):
 
 
 def _connect(bench: Bench, cert_der: bytes, key_der: bytes, cid: str, tmp: Path):
-    cp, kp = tmp / f"{cid}.crt", tmp / f"{cid}.key"
-    from cryptography import x509
-
-    cp.write_bytes(
-        x509.load_der_x509_certificate(cert_der).public_bytes(serialization.Encoding.PEM)
-    )
-    kp.write_bytes(
-        serialization.load_der_private_key(key_der, None).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cafile=str(bench.layout.server_ca_pem))
-    ctx.load_cert_chain(str(cp), str(kp))
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=cid)
-    c.tls_set_context(ctx)
+    c = clients.device_client(bench.layout, cert_der, key_der, cid, tmp)
     ok = threading.Event()
     c.on_connect = lambda *a: ok.set()
     try:
