@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_audit(sub)
 
+    from host_tools.ota.cli import register as register_ota
+
+    register_ota(sub)
+
     v = sub.add_parser("validate", help="run the checklist against a kit and report")
     v.add_argument("--board", default="sim")
     v.add_argument("--json", action="store_true", help="machine-readable report")

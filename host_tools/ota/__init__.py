@@ -1,0 +1,1 @@
+"""Over-the-air updates: signed bundles, rollout through jobs (``thingkit ota``)."""
