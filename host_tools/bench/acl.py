@@ -2,8 +2,9 @@
 
 Each registered thing gets exactly what the thingkit policy grants on AWS: its own
 topics under the topic prefix, its own shadows (publish requests, receive replies), its
-own jobs topics. A certificate whose thing is not registered can connect but do nothing,
-as an AWS certificate with no policy attached. The identity is the certificate's CN
+own jobs topics, its own streams (MQTT file delivery, JSON). A
+certificate whose thing is not registered can connect but do nothing, as an AWS
+certificate with no policy attached. The identity is the certificate's CN
 (``use_identity_as_username``).
 """
 
@@ -17,6 +18,7 @@ from host_tools.bench.layout import OPERATOR_CN, SERVICES_CN
 def thing_rules(thing: str, topic_prefix: str = "thingkit") -> list[str]:
     s = f"$aws/things/{thing}/shadow"
     j = f"$aws/things/{thing}/jobs"
+    st = f"$aws/things/{thing}/streams"
     return [
         f"topic readwrite {topic_prefix}/{thing}/#",
         f"topic write {s}/get",
@@ -41,6 +43,11 @@ def thing_rules(thing: str, topic_prefix: str = "thingkit") -> list[str]:
         f"topic read {j}/+/get/#",
         f"topic write {j}/+/update",
         f"topic read {j}/+/update/#",
+        f"topic write {st}/+/get/json",
+        f"topic write {st}/+/describe/json",
+        f"topic read {st}/+/data/json",
+        f"topic read {st}/+/description/json",
+        f"topic read {st}/+/rejected/json",
     ]
 
 

@@ -67,6 +67,21 @@ class BenchLayout:
         return self.root / "shadows"
 
     @property
+    def jobs(self) -> Path:
+        """Jobs service state: one JSON file per job."""
+        return self.root / "jobs"
+
+    @property
+    def streams(self) -> Path:
+        """MQTT file delivery: one JSON record per stream plus its files."""
+        return self.root / "streams"
+
+    @property
+    def groups(self) -> Path:
+        """Static thing groups (job targets): ``{"groups": {name: [things]}}``."""
+        return self.root / "groups.json"
+
+    @property
     def ntp_control(self) -> Path:
         return self.root / "ntp.json"
 

@@ -1,4 +1,4 @@
-"""The bench's service process: Device Shadow service, rules engine and SNTP server.
+"""The bench's service process: Device Shadow, Jobs and streams services, rules engine, SNTP.
 
 Started by ``thingkit bench up``; runs until SIGTERM::
 
@@ -13,7 +13,7 @@ import signal
 import threading
 from pathlib import Path
 
-from host_tools.bench import clients, rules, shadow_service
+from host_tools.bench import clients, jobs_service, rules, shadow_service, streams_service
 from host_tools.bench.layout import SERVICES_CN, BenchLayout
 from host_tools.bench.ntp_server import SNTPServer
 from host_tools.bench.shadow_engine import ShadowEngine
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = ShadowEngine(layout.shadows)
     client = clients.make_client(layout, SERVICES_CN, persistent=True)
     shadow_service.attach(client, engine, log)
+    jobs_service.attach(client, jobs_service.make_engine(layout), log, stop)
+    streams_service.attach(client, streams_service.StreamsEngine(layout.streams), log)
     client.reconnect_delay_set(min_delay=1, max_delay=1)
     prev = client.on_connect
     last_sub = {"mid": None}

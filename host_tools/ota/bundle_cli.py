@@ -1,9 +1,169 @@
-"""Placeholder until its owner lands it: adds no subcommands yet."""
+"""``thingkit ota keygen|build|sign|inspect``: thin wrappers over host_tools.ota.bundle/keys.
+
+thingkit ota keygen                                  # .thingkit/ota/signing-key.pem (0600)
+thingkit ota build --version 1.2.0 --boards sim -o app-1.2.0.unsigned
+thingkit ota sign --key .thingkit/ota/signing-key.pem app-1.2.0.unsigned -o app-1.2.0.tkota
+thingkit ota inspect app-1.2.0.tkota --pubkey .thingkit/ota/signing-key.der
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from host_tools.errors import UserError
+from host_tools.ota import bundle, keys
+from host_tools.paths import FIRMWARE
+
+log = logging.getLogger("thingkit")
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    path = args.key or keys.default_key_path()
+    key = keys.generate_key(path, overwrite=args.force)
+    pub = keys.public_der(key)
+    print(
+        f"signing key {path} (0600, keep it on this host); public key "
+        f"{keys.pubkey_path(path)} ({len(pub)} bytes, key_id {keys.key_id(pub)})"
+    )
+    return 0
+
+
+def chips_of(boards: list[str]) -> list[str]:
+    """The chips of known boards, in first-seen order (UserError for an unknown board)."""
+    from host_tools.boards.registry import load_board
+
+    chips: list[str] = []
+    for b in boards:
+        chip = load_board(b, check=False).chip
+        if chip not in chips:
+            chips.append(chip)
+    return chips
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    boards = _csv(args.boards)
+    board_chips = chips_of(boards)  # also refuses unknown boards
+    chips = _csv(args.chips) if args.chips else (board_chips if args.kind == "firmware" else None)
+    data = bundle.build_from_source(
+        args.source,
+        version=args.version,
+        boards=boards,
+        kind=args.kind,
+        min_version=args.min_version,
+        chips=chips,
+    )
+    bundle.write_file(args.output, data)
+    b = bundle.parse(data)
+    print(
+        f"built {args.output}: {args.kind} {args.version} for {','.join(boards)}, "
+        f"{len(b.manifest['files'])} files, payload {len(b.payload)} B, total {len(data)} B, "
+        f"unsigned, {time.monotonic() - t0:.1f} s"
+    )
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    key = keys.load_key(args.key or keys.default_key_path())
+    try:
+        data = Path(args.input).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read bundle {args.input}", exc.strerror or str(exc)) from exc
+    signed = bundle.sign(data, key)
+    bundle.write_file(args.output, signed)
+    kid = keys.key_id(keys.public_der(key))
+    print(f"signed {args.output} with key_id {kid} ({len(signed)} bytes)")
+    return 0
+
+
+def _human(report: dict, path: Path) -> str:
+    m, s = report["manifest"], report["sizes"]
+    created = datetime.fromtimestamp(m["created"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    sig = {
+        "valid": f"valid (key_id {m['key_id']})",
+        "invalid": f"INVALID (key_id {m['key_id']})",
+        "wrong_key": f"signed by another key (key_id {m['key_id']}, "
+        f"given key {report['pubkey_id']})",
+        "unsigned": "unsigned",
+        "not_checked": f"present, not checked (key_id {m['key_id']}; give --pubkey)",
+    }[report["signature"]]
+    lines = [
+        f"bundle     {path}",
+        f"kind       {m['kind']} {m['version']} (min_version {m['min_version']})",
+        f"boards     {','.join(m['boards'])}  chips {','.join(m.get('chips', [])) or '-'}",
+        f"created    {created}",
+        (
+            f"sizes      total {s['total']} B = header {s['header']} B (manifest "
+            f"{s['manifest']} B, signature {s['signature']} B) + payload {s['payload']} B"
+        ),
+        f"signature  {sig}",
+        "payload    "
+        + (
+            f"ok (sha256 {m['payload_sha256'][:16]}...)"
+            if report["payload_ok"]
+            else "MISMATCH: " + ", ".join(report["payload_problems"])
+        ),
+        f"files      {len(m['files'])}",
+    ]
+    lines += [f"  {f['size']:>8}  {f['sha256'][:16]}  {f['path']}" for f in m["files"]]
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read bundle {args.file}", exc.strerror or str(exc)) from exc
+    pub = keys.load_public(args.pubkey) if args.pubkey else None
+    report = bundle.inspect(data, pub, where=str(args.file))
+    print(json.dumps(report, indent=1) if args.json else _human(report, args.file))
+    return 0 if report["ok"] else 1
 
 
 def register(ota: argparse._SubParsersAction) -> None:
-    return None
+    """Add keygen, build, sign and inspect to the ``thingkit ota`` group."""
+    sp = ota.add_parser("keygen", help="create the ECDSA P-256 code-signing key")
+    sp.add_argument("--key", type=Path, help="private key PEM (default .thingkit/ota/)")
+    sp.add_argument("--force", action="store_true", help="replace an existing key")
+    sp.set_defaults(func=cmd_keygen)
+
+    sp = ota.add_parser("build", help="compile firmware/ into an unsigned update bundle")
+    sp.add_argument("--version", required=True, help="MAJOR.MINOR.PATCH")
+    sp.add_argument("--min-version", default="0.0.0", help="lowest running version allowed")
+    sp.add_argument("--boards", required=True, help="compatible board ids, comma-separated")
+    sp.add_argument("--chips", help="compatible chips (default: the boards' chips for firmware)")
+    sp.add_argument("--kind", choices=bundle.KINDS, default="app")
+    sp.add_argument(
+        "--source",
+        type=Path,
+        default=FIRMWARE,
+        help="firmware tree (app; firmware: a tree for a ROMFS image, or an image file)",
+    )
+    sp.add_argument("-o", "--output", type=Path, required=True)
+    sp.set_defaults(func=cmd_build)
+
+    sp = ota.add_parser("sign", help="sign a bundle with the code-signing key")
+    sp.add_argument("input", type=Path)
+    sp.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        help="private key PEM (default .thingkit/ota/signing-key.pem)",
+    )
+    sp.add_argument("-o", "--output", type=Path, required=True)
+    sp.set_defaults(func=cmd_sign)
+
+    sp = ota.add_parser("inspect", help="show a bundle's manifest, sizes and checks")
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--pubkey", type=Path, help="public key (DER/PEM) or private key PEM")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_inspect)

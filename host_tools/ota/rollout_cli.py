@@ -1,9 +1,164 @@
-"""Placeholder until its owner lands it: adds no subcommands yet."""
+"""``thingkit ota deploy|status``: thin wrappers over :mod:`host_tools.ota.rollout`.
+
+thingkit ota deploy --bundle app-1.2.0.tkota --to fleet --canary 10% --abort-failure-rate 0.2
+thingkit ota deploy --bundle app-1.2.0.tkota --to kit-1 --target aws --bucket B \\
+    --stream-role-arn arn:aws:iam::123:role/iot-ota --dry-run
+thingkit ota status ota-1-2-0-1700000000 --json
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from host_tools.errors import UserError
+from host_tools.ota import rollout
+
+log = logging.getLogger("thingkit")
+
+
+def _bench(args: argparse.Namespace) -> Any:
+    from host_tools.bench.bench import Bench
+    from host_tools.paths import state_home
+
+    return Bench(args.bench_root or state_home() / "bench")
+
+
+def _backend(args: argparse.Namespace) -> Any:
+    if args.target == "bench":
+        return rollout.BenchBackend(_bench(args))
+    try:
+        import boto3
+    except ImportError:
+        raise UserError("boto3 is not installed", where="pip install boto3") from None
+    bucket = getattr(args, "bucket", None)
+    role = getattr(args, "stream_role_arn", None)
+    if getattr(args, "func", None) is cmd_deploy and not (bucket and role):
+        raise UserError("--target aws needs --bucket and --stream-role-arn")
+    session = boto3.session.Session(region_name=args.region)
+    return rollout.AwsBackend(
+        session.client("iot"),
+        session.client("s3"),
+        bucket or "",
+        role or "",
+        getattr(args, "max_per_minute", None),
+    )
+
+
+def _targets(values: list[str]) -> list[str]:
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    try:
+        plan = rollout.make_plan(
+            args.bundle,
+            _targets(args.to),
+            backend.resolve,
+            canary=args.canary,
+            abort_failure_rate=args.abort_failure_rate,
+            job_id=args.job_id,
+            target=args.target,
+            canary_timeout_s=args.canary_timeout,
+            allow_unsigned=args.allow_unsigned,
+        )
+        if args.dry_run:
+            shown = plan.to_dict()
+            if isinstance(backend, rollout.AwsBackend):
+                shown["aws"] = {
+                    "s3": {"bucket": backend.bucket, "key": backend.key(plan)},
+                    "create_job": [backend.job_request(plan, s) for s in plan.stages],
+                }
+            if args.json:
+                print(json.dumps(shown, indent=1))
+            else:
+                _print_plan(plan, shown)
+            return 0
+        report = rollout.deploy(plan, backend)
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"{report.job_id}: {report.outcome}; {report.message}")
+    return 0 if report.outcome == "deployed" else 1
+
+
+def _print_plan(plan: rollout.Plan, shown: dict) -> None:
+    print(f"would deploy {plan.bundle} ({plan.kind} {plan.version}, {plan.size} bytes)")
+    print(f"  stream {plan.stream_id} on {plan.target}; document {json.dumps(plan.document)}")
+    for st in plan.stages:
+        print(f"  job {st.job_id} ({st.name}): {len(st.things)} things: {', '.join(st.things)}")
+    if len(plan.stages) > 1:
+        print(
+            f"  the rest starts only when the canary failure rate is at most "
+            f"{plan.abort_failure_rate:.0%} (time limit {plan.canary_timeout_s:.0f} s)"
+        )
+    if plan.abort_config:
+        print(f"  abortConfig {json.dumps(plan.abort_config)}")
+    for req in shown.get("aws", {}).get("create_job", []):
+        print(f"  aws iot create-job {json.dumps(req)}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    backend = _backend(args)
+    backend.details = True
+    try:
+        rows = rollout.status(args.job, backend)
+    finally:
+        backend.close()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        details = " ".join(f"{k}={v}" for k, v in sorted(r["statusDetails"].items()))
+        print(f"{r['thing']:<24} {r['stage']:<7} {r['status']:<12} {details}")
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{args.job}: {len(rows)} devices: {summary}", file=sys.stderr)
+    return 0
+
+
+def _common(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--target", choices=("bench", "aws"), default="bench")
+    sp.add_argument("--bench-root", type=Path, help="bench state directory")
+    sp.add_argument("--region", help="AWS region (--target aws)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def register(ota: argparse._SubParsersAction) -> None:
-    return None
+    """Add ``deploy`` and ``status`` to the ``thingkit ota`` group."""
+    sp = ota.add_parser("deploy", help="deploy a bundle through jobs (staged rollout)")
+    sp.add_argument("--bundle", type=Path, required=True, help="signed bundle file")
+    sp.add_argument(
+        "--to", action="append", required=True, help="thing or group (repeat or comma-separate)"
+    )
+    sp.add_argument("--canary", help="canary count N or share P%% (default: no canary)")
+    sp.add_argument(
+        "--abort-failure-rate",
+        type=float,
+        default=0.2,
+        help="abort when the failure rate is above this (0-1, default 0.2)",
+    )
+    sp.add_argument(
+        "--canary-timeout", type=float, default=600.0, help="seconds to wait for the canary"
+    )
+    sp.add_argument("--job-id", help="job id (default ota-<version>-<time>)")
+    sp.add_argument("--bucket", help="S3 bucket for the bundle (--target aws)")
+    sp.add_argument("--stream-role-arn", help="role AWS IoT uses to read S3 (--target aws)")
+    sp.add_argument("--max-per-minute", type=int, help="job executions rollout rate (aws)")
+    sp.add_argument("--allow-unsigned", action="store_true", help="deploy an unsigned bundle")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    _common(sp)
+    sp.set_defaults(func=cmd_deploy)
+
+    sp = ota.add_parser("status", help="per-device status of a deployment")
+    sp.add_argument("job", help="deployment (job) id")
+    _common(sp)
+    sp.set_defaults(func=cmd_status)

@@ -126,6 +126,7 @@ def test_thing_rules_exact() -> None:
     assert rules[0] == "topic readwrite acme/kit-1/#"
     s = "$aws/things/kit-1/shadow"
     j = "$aws/things/kit-1/jobs"
+    st = "$aws/things/kit-1/streams"
     assert set(rules[1:]) == {
         f"topic write {s}/get",
         f"topic write {s}/update",
@@ -149,8 +150,13 @@ def test_thing_rules_exact() -> None:
         f"topic read {j}/+/get/#",
         f"topic write {j}/+/update",
         f"topic read {j}/+/update/#",
+        f"topic write {st}/+/get/json",
+        f"topic write {st}/+/describe/json",
+        f"topic read {st}/+/data/json",
+        f"topic read {st}/+/description/json",
+        f"topic read {st}/+/rejected/json",
     }
-    assert len(rules) == 23
+    assert len(rules) == 28
     # A thing may not publish on its own shadow's reply topics (only the service does).
     assert not any(
         r.startswith(("topic write", "topic readwrite")) and "/accepted" in r for r in rules
