@@ -465,7 +465,39 @@ class AwsBackend:
             req["jobExecutionsRolloutConfig"] = {"maximumPerMinute": self.max_per_minute}
         return req
 
+    def policy_name(self, stage: Stage) -> str:
+        return f"thingkit-ota-{stage.job_id}"
+
+    def job_policy(self, plan: Plan, stage: Stage) -> dict[str, Any]:
+        """The job's own least-privilege grant (``provisioning.aws.policy.ota_policy``)."""
+        from provisioning.aws.policy import ota_policy
+
+        arn = next(iter(self._arns.values()), "")
+        parts = arn.split(":")
+        partition, region, account = (parts[1], parts[3], parts[4]) if len(parts) > 5 else (
+            "aws", self.iot.meta.region_name, "")  # fmt: skip
+        return ota_policy(region, account, stage.job_id, plan.stream_id, partition)
+
+    def grant(self, plan: Plan, stage: Stage) -> list[str]:
+        """Create the job's policy and attach it to each target thing's certificates.
+
+        Returns the principals it was attached to. The device policy names no job or
+        stream, so without this grant a device could not update its execution or read
+        the stream. Detach with ``thingkit teardown`` or by hand once the rollout is over.
+        """
+        name = self.policy_name(stage)
+        self.iot.create_policy(
+            policyName=name, policyDocument=json.dumps(self.job_policy(plan, stage))
+        )
+        attached = []
+        for thing in stage.things:
+            for principal in self.iot.list_thing_principals(thingName=thing)["principals"]:
+                self.iot.attach_policy(policyName=name, target=principal)
+                attached.append(principal)
+        return attached
+
     def create_job(self, plan: Plan, stage: Stage) -> None:
+        self.grant(plan, stage)
         self.iot.create_job(**self.job_request(plan, stage))
 
     def executions(self, job_id: str) -> dict[str, dict[str, Any]] | None:

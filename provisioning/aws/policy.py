@@ -13,10 +13,11 @@ The device policy grants a certificate exactly what the bench ACL grants a thing
   ``notify-next`` and their replies; ``$next`` for describe).
 
 Every action is named (no ``iot:*``) and every resource is a full ARN in this account and
-region with no ``*`` or ``?`` wildcard. Job updates name the job (``jobs/<jobId>/update``),
-so a policy without wildcards cannot list them in advance: the OTA issue adds them (a
-policy version per rollout, or a documented, thing-scoped exception). :func:`wildcards`
-finds any wildcard in a policy; a plan refuses to run with one.
+region with no ``*`` or ``?`` wildcard. Job updates and file-delivery streams name the job
+and the stream (``jobs/<jobId>/update``, ``streams/<streamId>/get/json``), so a policy
+without wildcards cannot list them in advance: :func:`ota_policy` makes one policy per
+rollout job, attached by ``thingkit ota deploy`` to the targets' certificates only.
+:func:`wildcards` finds any wildcard in a policy; a plan refuses to run with one.
 
 Example::
 
@@ -111,6 +112,40 @@ def device_policy(
             },
         ],
     }
+
+
+def ota_topics(job_id: str, stream_id: str, thing: str = THING) -> dict:
+    """The topics one OTA job needs beyond the device policy: its job execution and its
+    stream (AWS IoT MQTT-based file delivery, JSON)."""
+    job = f"$aws/things/{thing}/jobs/{job_id}"
+    stream = f"$aws/things/{thing}/streams/{stream_id}"
+    publish = [f"{job}/update", f"{job}/get", f"{stream}/get/json", f"{stream}/describe/json"]
+    receive = [f"{job}/{op}/{r}" for op in ("update", "get") for r in ("accepted", "rejected")]
+    receive += [f"{stream}/{t}/json" for t in ("data", "description", "rejected")]
+    return {"publish": publish, "receive": receive}
+
+
+def ota_policy(
+    region: str, account: str, job_id: str, stream_id: str, partition: str = "aws"
+) -> dict:
+    """Least-privilege grant for one OTA job: each device reaches only its own execution
+    of ``job_id`` and its own view of ``stream_id`` (no wildcard)."""
+    t = ota_topics(job_id, stream_id)
+
+    def arns(kind: str, names: list[str]) -> list[str]:
+        return [_arn(region, account, kind, n, partition) for n in names]
+
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "OtaRequests", "Effect": "Allow", "Action": "iot:Publish",
+             "Resource": arns("topic", t["publish"])},
+            {"Sid": "OtaSubscribe", "Effect": "Allow", "Action": "iot:Subscribe",
+             "Resource": arns("topicfilter", t["receive"])},
+            {"Sid": "OtaReceive", "Effect": "Allow", "Action": "iot:Receive",
+             "Resource": arns("topic", t["receive"])},
+        ],
+    }  # fmt: skip
 
 
 def claim_policy(region: str, account: str, template: str, partition: str = "aws") -> dict:

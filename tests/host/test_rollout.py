@@ -322,6 +322,8 @@ def aws():
         for i in range(4):
             iot.create_thing(thingName=f"tk-{i}")
             iot.add_thing_to_thing_group(thingGroupName="fleet", thingName=f"tk-{i}")
+            cert = iot.create_keys_and_certificate(setAsActive=True)["certificateArn"]
+            iot.attach_thing_principal(thingName=f"tk-{i}", principal=cert)
         yield iot, s3
 
 
@@ -406,3 +408,28 @@ class _StreamStub:
 
     def __getattr__(self, name: str):
         return getattr(self._iot, name)
+
+
+def test_aws_job_policy_is_least_privilege_and_attached(aws, signed_bundle: Path) -> None:
+    """Each job gets its own policy naming its job and stream (no wildcard), attached only
+    to the certificates of that stage's things."""
+    from provisioning.aws.policy import wildcards
+
+    iot, s3 = aws
+    backend = rollout.AwsBackend(iot, s3, "ota", f"arn:aws:iam::{ACCOUNT}:role/r")
+    backend.iot = _StreamStub(iot, [])
+    plan = rollout.make_plan(signed_bundle, ["tk-1", "tk-2"], backend.resolve, job_id="ota-p",
+                             target="aws")  # fmt: skip
+    assert rollout.deploy(plan, backend).outcome == "deployed"
+    doc = json.loads(iot.get_policy(policyName="thingkit-ota-ota-p")["policyDocument"])
+    assert wildcards(doc) == []
+    res = [r for st in doc["Statement"] for r in st["Resource"]]
+    thing = "${iot:Connection.Thing.ThingName}"
+    base = f"arn:aws:iot:{REGION}:{ACCOUNT}:topic/$aws/things/{thing}"
+    assert f"{base}/jobs/ota-p/update" in res
+    assert f"{base}/streams/{plan.stream_id}/get/json" in res
+    assert all(thing in r for r in res)
+    for i in range(4):
+        certs = iot.list_thing_principals(thingName=f"tk-{i}")["principals"]
+        pols = [p["policyName"] for p in iot.list_attached_policies(target=certs[0])["policies"]]
+        assert pols == (["thingkit-ota-ota-p"] if i in (1, 2) else []), i
