@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_ota(sub)
 
+    from host_tools.fleet_cli import register as register_fleet
+
+    register_fleet(sub)
+
     v = sub.add_parser("validate", help="run the checklist against a kit and report")
     v.add_argument("--board", default="sim")
     v.add_argument("--json", action="store_true", help="machine-readable report")

@@ -10,6 +10,7 @@ Layout on the device filesystem (paths are relative to the filesystem root)::
     certs/device.crt.der
     certs/device.key.der
     certs/server-ca.der
+    certs/ota-signing.der      (OTA code-signing public key, write_ota_pubkey)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ CONFIG_FILE = "config.json"
 CERT_FILE = "certs/device.crt.der"
 KEY_FILE = "certs/device.key.der"
 SERVER_CA_FILE = "certs/server-ca.der"
+# The OTA code-signing public key (SubjectPublicKeyInfo DER): see host_tools/ota/keys.py.
+OTA_PUBKEY_FILE = "certs/ota-signing.der"
 CONFIG_SCHEMA = 1
 
 # AWS IoT thing names: 1-128 of [a-zA-Z0-9:_-]. thingkit also uses the thing name as the
@@ -63,11 +66,17 @@ class DeviceConfig:
     docs_url: str = field(default_factory=docs_base_url)
     telemetry_interval_s: int = 10
     diag_interval_s: int = 60
+    # Bench only (storm benchmark): the firmware honours False on the virtual kit alone.
+    backoff_jitter: bool = True
+    # Telemetry records kept on flash while offline (firmware/tk/outbox.py).
+    outbox_max_records: int = 512
+    # Seconds a new firmware version has to confirm itself before it is rolled back.
+    ota_confirm_s: int = 300
 
     def to_json(self) -> dict:
         """The JSON document the firmware reads."""
         d = asdict(self)
-        return {
+        doc = {
             "schema": CONFIG_SCHEMA,
             "thing_name": d["thing_name"],
             "mqtt": {
@@ -88,6 +97,14 @@ class DeviceConfig:
             "app2": {"interval_s": d["telemetry_interval_s"]},
             "diag": {"interval_s": d["diag_interval_s"]},
         }
+        # Written only when not the firmware's default, so earlier configs stay as they were.
+        if not d["backoff_jitter"]:
+            doc["backoff"]["jitter"] = False
+        if d["outbox_max_records"] != 512:
+            doc["outbox"] = {"max_records": d["outbox_max_records"]}
+        if d["ota_confirm_s"] != 300:
+            doc["ota"] = {"confirm_s": d["ota_confirm_s"]}
+        return doc
 
 
 def write_bundle(
@@ -124,6 +141,17 @@ def bundle_files(identity: KeyPair, server_ca_der: bytes, config: DeviceConfig) 
         SERVER_CA_FILE: server_ca_der,
         CONFIG_FILE: config_bytes(config),
     }
+
+
+def write_ota_pubkey(fs_root: Path, pubkey_der: bytes) -> None:
+    """Write the OTA code-signing public key where the firmware looks for it.
+
+    Raises:
+        BundleError: not a P-256 SubjectPublicKeyInfo (91 bytes, uncompressed point).
+    """
+    if len(pubkey_der) != 91 or pubkey_der[26:27] != b"\x04":
+        raise BundleError("the OTA signing key must be a P-256 SubjectPublicKeyInfo DER")
+    _atomic_write(Path(fs_root) / OTA_PUBKEY_FILE, pubkey_der)
 
 
 def atomic_write(path: Path, data: bytes, private: bool = False) -> None:

@@ -68,6 +68,11 @@ def render_conf(layout: BenchLayout, port: int) -> str:
         f"acl_file {layout.acl}",
         f"max_packet_size {MAX_PACKET}",
         "max_keepalive 1200",
+        # mosquitto drops QoS 1 messages for a client once 1000 wait for it; with hundreds
+        # of kits the bench's own services and observers (standing in for AWS's internal
+        # services and rules, which do not drop) fall that far behind in bursts. Measured:
+        # 1000 virtual kits booting overflowed it for bench.services and the fleet observer.
+        "max_queued_messages 100000",
         # Small MQTT replies must not wait for delayed ACKs (Nagle): mosquitto's default
         # would add ~40 ms per round trip that AWS IoT Core does not have.
         "set_tcp_nodelay true",

@@ -65,8 +65,11 @@ class Observer:
     def start(self) -> None:
         done = threading.Event()
         self.client.on_subscribe = lambda *a: done.set()
+        # Subscribed on every connect: after a broker restart the observer is back, with
+        # its subscriptions, within a second.
+        self.client.on_connect = lambda c, *a: c.subscribe([("#", 1), ("$aws/#", 1)])
+        self.client.reconnect_delay_set(0.1, 1)
         clients.connect(self.client, self.bench.port)
-        self.client.subscribe([("#", 1), ("$aws/#", 1)])
         done.wait(5)
 
     def stop(self) -> None:

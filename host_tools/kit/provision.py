@@ -6,7 +6,8 @@ from pathlib import Path
 
 from host_tools.bench.bench import Bench
 from host_tools.kit.sim import DEFAULT_HEAP, SimKit
-from provisioning.bundle import DeviceConfig
+from host_tools.ota import keys
+from provisioning.bundle import DeviceConfig, write_ota_pubkey
 from provisioning.device import provision_device
 
 
@@ -30,9 +31,15 @@ def create_sim_kit(
     heap: str = DEFAULT_HEAP,
     mode: str = "romfs",
     board: str = "sim",
+    ota_key: Path | None = None,
     **config: object,
 ) -> SimKit:
-    """Flash firmware, provision a fresh identity and register the thing on the bench."""
+    """Flash firmware, provision a fresh identity and register the thing on the bench.
+
+    The kit also gets the OTA code-signing public key (``certs/ota-signing.der``) of
+    ``ota_key`` (a private key PEM), by default the bench's key, created on first use
+    (host_tools.ota.keys.bench_key_path).
+    """
     kit = SimKit(Path(kits_root) / thing, heap=heap)
     kit.install_firmware(mode=mode)
     kit.install_board(board)
@@ -41,5 +48,7 @@ def create_sim_kit(
     ident = provision_device(
         bench.fleet_ca(), cfg, kit.flash, bench.layout.server_ca_der.read_bytes()
     )
+    signing = keys.open_or_create(ota_key or keys.bench_key_path(bench.layout.root))
+    write_ota_pubkey(kit.flash, keys.public_der(signing))
     bench.register(thing, ident.fingerprint)
     return kit

@@ -196,6 +196,9 @@ class SimKit:
         for sub in ("tk", "hal", "lib"):
             shutil.rmtree(self.flash / sub, ignore_errors=True)
         self.romfs_image.unlink(missing_ok=True)
+        # A fresh install is the factory image in ota_0 (the OTA partitions' state goes).
+        for extra in ("ota_1.img", "otadata.json"):
+            (self.root / extra).unlink(missing_ok=True)
         files = firmware_files(source)
         if mode == "romfs":
             return self._install_romfs(files)
@@ -278,6 +281,7 @@ class SimKit:
             "TK_SIM_HW": str(self.hw_file),
             "TK_SIM_BOARD": str(self.board_file),
             "TK_SIM_HEAP_RESERVED": str(self._reserved()),
+            "TK_SIM_PARTS": str(self.root),
         }
 
     def _reserved(self) -> int:
@@ -285,12 +289,18 @@ class SimKit:
         the simulated hardware (measured by :meth:`calibrate`)."""
         if not self.romfs_image.exists():
             return 0
-        image = self.romfs_image.stat().st_size + ROMFS_BLOCK_OVERHEAD
+        image = self._image_bytes() + ROMFS_BLOCK_OVERHEAD
         try:
             hw = int((self.root / "sim_hw_bytes").read_text())
         except (FileNotFoundError, ValueError):
             hw = 0
         return image + hw
+
+    def _image_bytes(self) -> int:
+        """The larger of the two firmware images (ota_0, ota_1): the boot step may pick
+        either after an OTA reboot."""
+        other = self.root / "ota_1.img"
+        return max(self.romfs_image.stat().st_size, other.stat().st_size if other.exists() else 0)
 
     def calibrate(self) -> int:
         """Measure the heap the simulated hardware of this board costs (once per
@@ -326,12 +336,28 @@ class SimKit:
             return [mp, "-X", f"heapsize={self.heap}", "main.py"]
         # The image is read into the heap on the sim (memory-mapped flash on a board):
         # the cap grows by exactly its GC block so the firmware keeps its budget.
+        # The firmware reboots (an OTA update) by exiting with status 75: the kit's reset
+        # circuit, this shell loop, starts it again with the RTC kept (a soft reset).
+        # The heap cap is worked out again each time: the boot step may pick the other
+        # image. power_off kills the loop and the firmware together (one process group).
+        hw = self._reserved() - self._image_bytes() - ROMFS_BLOCK_OVERHEAD
+        loop = (
+            'while :; do a=$(stat -c %s "$1"); b=0; [ -f "$2" ] && b=$(stat -c %s "$2"); '
+            '[ "$b" -gt "$a" ] && a=$b; r=$((a + $3)); export TK_SIM_HEAP_RESERVED=$r; '
+            '"$4" -X heapsize=$(($5 + r)) "$6" "$1" "$7"; rc=$?; '
+            "[ $rc -eq 75 ] || exit $rc; export TK_SIM_RESET=soft; done"
+        )
         return [
-            mp,
-            "-X",
-            f"heapsize={self.heap_bytes() + self._reserved()}",
-            str(Path(__file__).with_name("rom_boot.py")),
+            "/bin/sh",
+            "-c",
+            loop,
+            "kit",
             str(self.romfs_image),
+            str(self.root / "ota_1.img"),
+            str(ROMFS_BLOCK_OVERHEAD + hw),
+            mp,
+            str(self.heap_bytes()),
+            str(Path(__file__).with_name("rom_boot.py")),
             str(self.flash),
         ]
 
@@ -340,7 +366,11 @@ class SimKit:
         pid = self.pid
         if procs.alive(pid):
             assert pid is not None
-            os.kill(pid, signal.SIGKILL)
+            # The firmware and its reset loop: one process group (own session).
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
             while procs.alive(pid):
                 time.sleep(0.01)
         (self.root / "pid").unlink(missing_ok=True)

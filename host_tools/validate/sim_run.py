@@ -20,7 +20,9 @@ from host_tools.kit.sim import POWER_ON_TIME, SimKit, firmware_files
 from host_tools.validate import checklist as cl
 from host_tools.validate.app2_check import check_component, check_timestamps, telemetry
 from host_tools.validate.static_scan import scan
+from host_tools.validate.store_forward_check import check_store_forward
 from host_tools.validate.tls_probe import handshake
+from host_tools.validate.update_checks import CONFIRM_S, UpdateChecks
 
 log = logging.getLogger(__name__)
 BOOT_TIMEOUT = 40.0
@@ -57,7 +59,11 @@ class SimValidation:
         self.bench.up()
         try:
             self.kit = create_sim_kit(
-                self.bench, self.root / "kits", self.thing, keepalive_s=self.keepalive_s
+                self.bench,
+                self.root / "kits",
+                self.thing,
+                keepalive_s=self.keepalive_s,
+                ota_confirm_s=CONFIRM_S,
             )
             with Observer(self.bench) as obs:
                 self._boot_and_check(obs)
@@ -120,7 +126,35 @@ class SimValidation:
         self._check_cert_auth()
         self._check_static()
         self._check_app2(obs)
+        self._set(check_store_forward(self.bench, kit, thing, APP2_INTERVAL, _ts))
+        self._check_updates(obs)
         self._check_offline(obs)
+
+    def _check_updates(self, obs: Observer) -> None:
+        """Signed updates, staged rollout and rollback, on this kit and a second one."""
+        assert self.kit is not None
+        other = create_sim_kit(
+            self.bench,
+            self.root / "kits",
+            f"{self.thing}-b",
+            keepalive_s=self.keepalive_s,
+            ota_confirm_s=CONFIRM_S,
+        )
+        try:
+            other.power_on()
+            other.wait_for(r"shadow synced", timeout=BOOT_TIMEOUT)
+            checks = UpdateChecks(
+                self.bench, obs, [self.kit, other], [self.thing, f"{self.thing}-b"],
+                self.root, _ts,
+            )  # fmt: skip
+            for r in checks.run():
+                self._set(r)
+        except Exception as e:  # noqa: BLE001 - reported as not met, with the reason
+            for item in ("lens.signed_updates", "lens.rollback", "lens.staged_rollout"):
+                if item not in self.results:
+                    self._set(cl.not_met(item, f"update checks stopped: {e!r}", self._tail()))
+        finally:
+            other.power_off()
 
     def _wait_alive(self, obs: Observer, pred, timeout: float) -> Message | None:
         """Like obs.wait, but give up as soon as the kit's process has stopped."""
@@ -298,7 +332,10 @@ class SimValidation:
         )
 
     def _check_static(self) -> None:
-        findings = scan(firmware_files(), [self.bench.layout.root.name, "localhost"])
+        # The values the kit was provisioned with must not appear in its code.
+        assert self.kit is not None
+        cfg = json.loads((self.kit.flash / "config.json").read_text())
+        findings = scan(firmware_files(), [cfg["mqtt"]["endpoint"]])
         files = len(firmware_files())
         if findings:
             self._set(cl.not_met("hw.no_hardcoded_urls", *findings[:10]))

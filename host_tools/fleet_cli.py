@@ -1,0 +1,132 @@
+"""``thingkit fleet up|status|down``: the fleet simulator on the bench.
+
+Thin wrappers over :class:`host_tools.fleet_sim.fleet.Fleet`. Wire into the main parser
+with ``register(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from host_tools.errors import UserError
+
+
+def _fleet(args: argparse.Namespace):
+    from host_tools.fleet_sim.fleet import Fleet
+
+    return Fleet(args.root, getattr(args, "bench_root", None))
+
+
+def render(st: dict) -> str:
+    """One paragraph: kits, online, rates, loss."""
+    tele, msgs = st.get("telemetry") or {}, st.get("messages") or {}
+    lines = [
+        (
+            f"fleet {st['root']}: {st['running']}/{st['count']} kits running, "
+            f"{st['online']} online; bench {'up' if st['bench']['up'] else 'down'} "
+            f"({st['bench']['root']})"
+        ),
+        (
+            f"  telemetry {tele.get('rate_per_s', 0):g} msg/s (expected "
+            f"{tele.get('expected_per_s', 0):g}), {tele.get('total', 0)} received, "
+            f"lost {tele.get('lost', 0)}, duplicates {tele.get('duplicates', 0)}; "
+            f"all device messages {msgs.get('rate_per_s', 0):g} msg/s"
+        ),
+    ]
+    if st.get("silent"):
+        lines.append(f"  silent for 3 intervals: {st['silent']} ({', '.join(st['silent_things'])})")
+    if tele.get("lost_by_thing"):
+        lines.append(f"  loss by kit: {tele['lost_by_thing']}")
+    if not st.get("observer"):
+        lines.append("  observer not running: figures are the last it wrote")
+    return "\n".join(lines)
+
+
+def cmd_fleet_up(args: argparse.Namespace) -> int:
+    import time
+
+    from host_tools.kit.sim import DEFAULT_HEAP
+
+    f = _fleet(args)
+    t0 = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"thingkit: {line}", file=sys.stderr)
+
+    try:
+        st = f.up(
+            args.count,
+            interval_s=args.interval,
+            boot_rate=args.boot_rate,
+            heap=args.heap or DEFAULT_HEAP,
+            timeout=args.timeout,
+            progress=None if args.json else say,
+        )
+    except BaseException:
+        f.down()  # leave no process behind a failed start
+        raise
+    if args.json:
+        print(json.dumps(st, indent=1))
+    else:
+        print(render(st))
+        print(
+            f"fleet up: {st['online']}/{st['count']} online in "
+            f"{time.monotonic() - t0:.1f} s; `thingkit fleet status`, `thingkit fleet down`"
+        )
+    return 0 if st["online"] == st["count"] else 2
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    f = _fleet(args)
+    if not f.state:
+        raise UserError(f"no fleet in {f.root}", where="thingkit fleet up --count N")
+    st = f.status()
+    print(json.dumps(st, indent=1) if args.json else render(st))
+    return 0 if st["running"] and st["online"] == st["count"] else 3
+
+
+def cmd_fleet_down(args: argparse.Namespace) -> int:
+    f = _fleet(args)
+    if not f.state:
+        raise UserError(f"no fleet in {f.root}", where="thingkit fleet up --count N")
+    st = f.down()
+    if args.json:
+        print(json.dumps(st, indent=1))
+    else:
+        print(render(st))
+        print(f"fleet down: {st['count']} kits powered off, {len(f.running())} left running")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``fleet up|status|down`` to the main parser."""
+    fleet = sub.add_parser("fleet", help="a fleet of virtual kits on the bench").add_subparsers(
+        dest="sub", required=True
+    )
+    for name, func, hlp in (
+        ("up", cmd_fleet_up, "boot N virtual kits (starts the bench if needed)"),
+        ("status", cmd_fleet_status, "online count, message rates, loss"),
+        ("down", cmd_fleet_down, "stop every kit, and the bench if `up` started it"),
+    ):
+        sp = fleet.add_parser(name, help=hlp)
+        sp.add_argument(
+            "--root", type=Path, help="fleet state directory (default .thingkit/fleetsim)"
+        )
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=func)
+        if name == "up":
+            sp.add_argument("--count", type=int, required=True, help="how many kits")
+            sp.add_argument(
+                "--bench-root", type=Path, help="bench state directory (default .thingkit/bench)"
+            )
+            sp.add_argument(
+                "--interval", type=int, default=10, help="App #2 telemetry interval, s (10)"
+            )
+            sp.add_argument(
+                "--boot-rate", type=float, default=20.0, help="kits powered on per second (20)"
+            )
+            sp.add_argument("--timeout", type=float, help="wait this long for all online")
+            sp.add_argument("--heap", help="each kit's GC heap, e.g. 96k (default)")
