@@ -11,6 +11,7 @@ summary (``reports/summary.md``, ``.html``, ``.json``). See docs_hil.md.
 
 from __future__ import annotations
 
+from hil_tests.plugin.faults import fault_proxy, proxied_kit, telemetry_ledger  # noqa: F401
 from hil_tests.plugin.fixtures import (  # noqa: F401  (fixtures)
     KitFactory,
     _bench_transcript,
