@@ -28,8 +28,9 @@ TARGET = "56k"
 
 def measure(bench: Bench, root: Path, budget: str, seconds: float) -> dict:
     thing = f"heap-{budget}"
-    kit = create_sim_kit(bench, root, thing, heap=budget, telemetry_interval_s=1,
-                         diag_interval_s=10)
+    kit = create_sim_kit(
+        bench, root, thing, heap=budget, telemetry_interval_s=1, diag_interval_s=10
+    )
     with Observer(bench) as obs:
         t0 = time.time()
         kit.power_on()
@@ -40,8 +41,13 @@ def measure(bench: Bench, root: Path, budget: str, seconds: float) -> dict:
     tele = [m for m in obs.messages if m.topic == f"thingkit/{thing}/telemetry" and m.t >= t0]
     budget_b = kit.heap_bytes()
     reserved = kit._reserved()
-    out = {"budget": budget, "budget_bytes": budget_b, "telemetry_messages": len(tele),
-           "memory_errors": con.count("MemoryError"), "sessions": con.count("mqtt connected")}
+    out = {
+        "budget": budget,
+        "budget_bytes": budget_b,
+        "telemetry_messages": len(tele),
+        "memory_errors": con.count("MemoryError"),
+        "sessions": con.count("mqtt connected"),
+    }
     if diags:
         last = diags[-1]
         out["live_bytes"] = last["heap_alloc"]
@@ -75,13 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         live = f"{r['live_bytes'] / 1024:.1f} KiB" if "live_bytes" in r else "n/a"
         peak = f"{r['peak_bytes'] / 1024:.1f} KiB" if "peak_bytes" in r else "n/a"
-        print(f"heap_peak: budget {r['budget']:>4}: {'runs' if r['ok'] else 'FAILS'}; "
-              f"live {live}, peak {peak}, {r['telemetry_messages']} telemetry messages, "
-              f"{r['memory_errors']} MemoryErrors, {r['sessions']} sessions")
+        print(
+            f"heap_peak: budget {r['budget']:>4}: {'runs' if r['ok'] else 'FAILS'}; "
+            f"live {live}, peak {peak}, {r['telemetry_messages']} telemetry messages, "
+            f"{r['memory_errors']} MemoryErrors, {r['sessions']} sessions"
+        )
     ok = [r for r in rows if r["ok"]]
     least = min(ok, key=lambda r: r["budget_bytes"])["budget"] if ok else "none"
-    print(f"heap_peak: smallest budget that runs App #1 + App #2: {least} (target {TARGET}, "
-          f"64-bit sim figures)")
+    print(
+        f"heap_peak: smallest budget that runs App #1 + App #2: {least} (target {TARGET}, "
+        f"64-bit sim figures)"
+    )
     return 0
 
 

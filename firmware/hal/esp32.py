@@ -65,6 +65,15 @@ def running_slot():
     return esp32.Partition(esp32.Partition.RUNNING).info()[4]
 
 
+def reboot():
+    machine.reset()
+
+
+def partition():
+    import esp32
+    return esp32.Partition
+
+
 def heap_reserved():
     # ROMFS on a board is memory-mapped flash: it costs no heap.
     return 0

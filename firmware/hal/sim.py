@@ -38,8 +38,26 @@ def reset_cause():
 
 
 def running_slot():
-    # Firmware slots are emulated with files once OTA lands; until then one slot.
-    return "ota_0"
+    # The firmware partition the kit's boot step chose: sim_partition.running_label(),
+    # read here so that the emulated partition table is loaded only during an update.
+    import json
+    try:
+        with open((os.getenv("TK_SIM_PARTS") or "") + "/otadata.json") as f:
+            return json.load(f).get("running") or "ota_0"
+    except (OSError, ValueError, AttributeError):
+        return "ota_0"
+
+
+def reboot():
+    """Restart the firmware: the kit's reset circuit starts the process again."""
+    import sys
+    sys.exit(75)
+
+
+def partition():
+    """esp32.Partition, emulated with files beside the kit."""
+    from hal.sim_partition import Partition
+    return Partition
 
 
 def heap_reserved():

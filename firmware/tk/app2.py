@@ -12,6 +12,13 @@ Each tick reads every enabled component of board.json and publishes one message 
 message, so a receiver can drop the duplicates QoS 1 allows. A component that fails is
 reported in ``errors`` while the others go on. The latest values also go to the
 reported state of the thing's named shadow ``app2``.
+
+Store and forward (IoT Lens BP 11.2): with an ``outbox`` (tk.outbox) every message is
+written to flash when taken, online or not, and flush() publishes from the oldest, a
+bounded number per call, so the stream arrives in order after an outage. Such messages
+also carry ``"outbox": {"dropped": d, "downsampled": s}``, the outbox's counters when
+the message was taken: a gap in seq is explained by them. No reading is taken before
+the clock is set (tk.clock.is_plausible): a message needs a real ``ts``.
 """
 import json
 import time
@@ -37,6 +44,7 @@ class App2:
         self._drivers = {}
         self._next = time.ticks_ms()
         self.last = None  # (values, errors) of the last tick
+        self.outbox = None  # tk.outbox.Outbox: store and forward
 
     def known(self):
         return [c["id"] for c in self.comps]
@@ -85,7 +93,8 @@ class App2:
         return time.ticks_diff(time.ticks_ms(), self._next) >= 0
 
     def tick(self):
-        """If the interval has passed: read, publish, return (values, errors); else None."""
+        """If the interval has passed: read, queue (or publish without an outbox),
+        return (values, errors); else None. Works offline (client None) with an outbox."""
         if not self.due():
             return None
         # Keep a fixed cadence: the next tick is one interval after this one was due,
@@ -93,6 +102,8 @@ class App2:
         self._next = time.ticks_add(self._next, self.interval_ms)
         if time.ticks_diff(time.ticks_ms(), self._next) > 0:
             self._next = time.ticks_add(time.ticks_ms(), self.interval_ms)
+        if not clock.is_plausible():
+            return None  # no time yet: a reading could not say when it was taken
         values, errors = self.read_all()
         self.seq += 1
         msg = {"thing": self.thing, "boot": self.boot_id, "seq": self.seq,
@@ -102,9 +113,39 @@ class App2:
             msg["errors"] = errors
             for cid, e in errors.items():
                 _log.warn("%s: %s", cid, e)
-        self.client.publish(self.topic, json.dumps(msg).encode(), False, 1)
+        ob = self.outbox
+        if ob is None:
+            self.client.publish(self.topic, json.dumps(msg).encode(), False, 1)
+        else:
+            ob.reserve()  # the full policy first, so the counters include its cost
+            msg["outbox"] = {"dropped": ob.dropped, "downsampled": ob.downsampled}
+            ob.append(json.dumps(msg).encode())
         self.last = (values, errors)
         return values, errors
+
+    def pending(self):
+        """Records waiting in the outbox."""
+        return self.outbox.size if self.outbox is not None else 0
+
+    def flush(self, max_n=8):
+        """Publish up to ``max_n`` queued records, oldest first, at QoS 1; each leaves
+        the outbox once its PUBACK came. Returns how many were sent. A failed publish
+        raises (the session ends; the record stays for the next one)."""
+        ob = self.outbox
+        sent = 0
+        if ob is None:
+            return 0
+        try:
+            while sent < max_n:
+                rec = ob.peek()
+                if rec is None:
+                    break
+                self.client.publish(self.topic, rec, False, 1)
+                ob.pop()
+                sent += 1
+        finally:
+            ob.save()  # one small head write per batch, not per record
+        return sent
 
     def shadow_report(self, values, errors):
         """The reported.app2 object: latest values; errors of every enabled component

@@ -63,46 +63,63 @@ def _ntp_ok(spec):
     return 0 < int(port) < 65536
 
 
-class Config:
-    """Checked configuration. Attributes mirror config.json."""
+class Settings:
+    """A checked configuration: attributes mirror config.json. No methods, so holding
+    one keeps nothing of this module (tk.main drops it after boot)."""
 
-    def __init__(self, doc):
-        if not isinstance(doc, dict):
-            raise ConfigError("top level must be an object")
-        if doc.get("schema") != SCHEMA:
-            raise ConfigError("schema must be %d, found %r" % (SCHEMA, doc.get("schema")))
-        self.thing_name = _get(doc, "thing_name", str)
-        if not 0 < len(self.thing_name) <= 64 or any(c not in _NAME_CHARS for c in self.thing_name):
-            raise ConfigError("thing_name must be 1-64 of A-Z a-z 0-9 _ -")
-        mqtt = _get(doc, "mqtt", dict)
-        for k in mqtt:
-            if k not in _MQTT_KEYS:
-                raise ConfigError("mqtt.%s: unknown field; only TLS certificates may be used "
-                                  "as credentials" % k)
-        self.endpoint = _get(doc, "mqtt.endpoint", str)
-        if not self.endpoint or "/" in self.endpoint or " " in self.endpoint:
-            raise ConfigError("mqtt.endpoint must be a host name")
-        self.port = _int(doc, "mqtt.port", 1, 65535)
-        # AWS IoT accepts keepalive 30..1200 s.
-        self.keepalive_s = _int(doc, "mqtt.keepalive_s", 30, 1200, 30)
-        self.topic_prefix = _get(doc, "mqtt.topic_prefix", str, "thingkit")
-        self.cert_file = _file(doc, "tls.cert")
-        self.key_file = _file(doc, "tls.key")
-        self.ca_file = _file(doc, "tls.ca")
-        servers = _get(doc, "ntp.servers", list)
-        if not servers or not all(_ntp_ok(s) for s in servers):
-            raise ConfigError("ntp.servers must be a non-empty list of 'host' or 'host:port' "
-                              "(port 1-65535)")
-        self.ntp_servers = servers
-        self.backoff_base_ms = _int(doc, "backoff.base_ms", 1, 600000, 1000)
-        self.backoff_cap_ms = _int(doc, "backoff.cap_ms", self.backoff_base_ms, 3600000,
-                                   max(120000, self.backoff_base_ms))
-        self.backoff_reset_s = _int(doc, "backoff.reset_after_s", 1, 86400, 30)
-        self.log_level = _get(doc, "log_level", str, "info")
-        self.telemetry_interval_s = _int(doc, "app2.interval_s", 1, 3600, 10)
-        self.diag_interval_s = _int(doc, "diag.interval_s", 10, 86400, 60)
-        self.docs_url = _get(doc, "docs_url", str, "")
-        self.wifi = doc.get("wifi")
+
+def Config(doc):
+    """Check ``doc`` (the parsed config.json); return its Settings or raise ConfigError."""
+    self = Settings()
+    _fill(self, doc)
+    return self
+
+
+def _fill(self, doc):
+    if not isinstance(doc, dict):
+        raise ConfigError("top level must be an object")
+    if doc.get("schema") != SCHEMA:
+        raise ConfigError("schema must be %d, found %r" % (SCHEMA, doc.get("schema")))
+    self.thing_name = _get(doc, "thing_name", str)
+    if not 0 < len(self.thing_name) <= 64 or any(c not in _NAME_CHARS for c in self.thing_name):
+        raise ConfigError("thing_name must be 1-64 of A-Z a-z 0-9 _ -")
+    mqtt = _get(doc, "mqtt", dict)
+    for k in mqtt:
+        if k not in _MQTT_KEYS:
+            raise ConfigError("mqtt.%s: unknown field; only TLS certificates may be used "
+                              "as credentials" % k)
+    self.endpoint = _get(doc, "mqtt.endpoint", str)
+    if not self.endpoint or "/" in self.endpoint or " " in self.endpoint:
+        raise ConfigError("mqtt.endpoint must be a host name")
+    self.port = _int(doc, "mqtt.port", 1, 65535)
+    # AWS IoT accepts keepalive 30..1200 s.
+    self.keepalive_s = _int(doc, "mqtt.keepalive_s", 30, 1200, 30)
+    self.topic_prefix = _get(doc, "mqtt.topic_prefix", str, "thingkit")
+    self.cert_file = _file(doc, "tls.cert")
+    self.key_file = _file(doc, "tls.key")
+    self.ca_file = _file(doc, "tls.ca")
+    servers = _get(doc, "ntp.servers", list)
+    if not servers or not all(_ntp_ok(s) for s in servers):
+        raise ConfigError("ntp.servers must be a non-empty list of 'host' or 'host:port' "
+                          "(port 1-65535)")
+    self.ntp_servers = servers
+    self.backoff_base_ms = _int(doc, "backoff.base_ms", 1, 600000, 1000)
+    self.backoff_cap_ms = _int(doc, "backoff.cap_ms", self.backoff_base_ms, 3600000,
+                               max(120000, self.backoff_base_ms))
+    self.backoff_reset_s = _int(doc, "backoff.reset_after_s", 1, 86400, 30)
+    # Bench-only switch (storm benchmark): honoured on the virtual kit alone.
+    self.backoff_jitter = _get(doc, "backoff.jitter", bool, True)
+    # Telemetry records kept while offline (tk.outbox; about 300 B of flash each).
+    self.outbox_max_records = _int(doc, "outbox.max_records", 16, 10000, 512)
+    self.log_level = _get(doc, "log_level", str, "info")
+    self.telemetry_interval_s = _int(doc, "app2.interval_s", 1, 3600, 10)
+    self.diag_interval_s = _int(doc, "diag.interval_s", 10, 86400, 60)
+    self.docs_url = _get(doc, "docs_url", str, "")
+    # OTA: the code-signing public key (no file: updates off, tk.ota says so) and
+    # how long a new version has to confirm itself before it is rolled back.
+    self.ota_pubkey = _get(doc, "ota.pubkey", str, "certs/ota-signing.der")
+    self.ota_confirm_s = _int(doc, "ota.confirm_s", 10, 3600, 300)
+    self.wifi = doc.get("wifi")
 
 
 def load(path=CONFIG_FILE):
@@ -122,3 +139,27 @@ def load(path=CONFIG_FILE):
 def read_bytes(path):
     with open(path, "rb") as f:
         return f.read()
+
+
+def wait_load(log):
+    """load(), or, while the file is missing or bad, say why on the console every 10 s
+    (never a crash loop: a person fixes it over the console without a reboot)."""
+    import time
+    while True:
+        try:
+            return load()
+        except ConfigError as e:
+            log.error("config: %s; idle until config.json is fixed", e)
+            log.error("help: %s", _docs_url())
+        for _ in range(10):
+            time.sleep(1)
+
+
+def _docs_url():
+    """The documentation link from config.json, if it can be read at all."""
+    try:
+        with open(CONFIG_FILE) as f:
+            url = json.load(f).get("docs_url")
+        return url if isinstance(url, str) and url else "see the kit's documentation"
+    except Exception:
+        return "see the kit's documentation"

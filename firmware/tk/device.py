@@ -2,20 +2,20 @@
 
     device.run(hal, cfg)   # never returns
 
-Every failure of a session (TLS, CONNACK, time-out, lost link) ends in the same place:
-close the socket, wait a full-jitter backoff delay, try again. The backoff resets once a
-connection has stayed up for ``backoff.reset_after_s``.
+Every failure of a session (TLS, CONNACK, time-out, lost link, no PINGRESP, no PUBACK)
+ends in the same place: close the socket, wait a full-jitter backoff delay, try again.
+The backoff resets once a connection has stayed up for ``backoff.reset_after_s``, but a
+connection the broker closed (a duplicate-client-id kick) must have lasted twice the cap
+(tk.backoff.Backoff.session_ended). While offline App #2 keeps reading into its outbox;
+each session sends the backlog, a few records per loop turn. What happens once per
+boot (TLS context, App #2 and diagnostics, NTP) is tk.boot's, dropped after it ran.
 """
+import errno
 import gc
-import os
 import time
 
-from tk import board as boardfile
-from tk import clock, config, log, settings, timesync
+from tk import forget, ota, settings
 from tk.app1 import App1, last_will
-from tk.app2 import App2
-from tk.backoff import Backoff
-from tk.diag import Diag
 from tk.log import Logger
 from tk.mqtt import Client
 from tk.shadow import Shadow, ShadowRejected, ShadowTooLarge
@@ -23,6 +23,8 @@ from tk.topics import Topics
 from tk.version import VERSION
 
 _log = Logger("device")
+_FLUSH_BATCH = 8  # outbox records published per loop turn
+_tls = None  # the TLS client context, made once per boot (tk.boot.make_tls)
 
 
 class Session:
@@ -37,12 +39,13 @@ class Session:
         self.cfg = cfg
         self.boot_info = boot_info
         self.topics = Topics(cfg.topic_prefix, cfg.thing_name)
-        params = {
-            "cert": config.read_bytes(cfg.cert_file),
-            "key": config.read_bytes(cfg.key_file),
-            "cadata": config.read_bytes(cfg.ca_file),
-            "server_hostname": cfg.endpoint,
-        }
+        params = {"server_hostname": cfg.endpoint}
+        if _tls is not None:
+            params["context"] = _tls  # made at boot (tk.boot.make_tls)
+        else:
+            params["cert"] = _read(cfg.cert_file)
+            params["key"] = _read(cfg.key_file)
+            params["cadata"] = _read(cfg.ca_file)
         self.client = Client(cfg.thing_name, cfg.endpoint, cfg.port, cfg.keepalive_s, params)
         self.client.set_last_will(self.topics.status, last_will(cfg.thing_name, VERSION),
                                   True, 1)
@@ -53,6 +56,10 @@ class Session:
         self.app2_shadow = Shadow(self.client, cfg.thing_name, "app2")
         self.diag_shadow = Shadow(self.client, cfg.thing_name, "diag")
         self.app1 = App1(self.client, cfg.thing_name, self.topics, VERSION)
+        # The update agent (tk.ota); a new version past its deadline rolls back here,
+        # on every connection attempt, whether it can connect or not.
+        ota.check_deadline(hal)
+        self.ota = ota.Agent(hal, cfg, self.client, cfg.thing_name, self.app1, self.topics)
         self.app2 = app2
         self.diag = diag
         for part in (app2, diag):
@@ -65,11 +72,16 @@ class Session:
         _log.info("connecting to %s:%d as %s", cfg.endpoint, cfg.port, cfg.thing_name)
         t0 = time.ticks_ms()
         self.client.connect()
+        # TLS has parsed the certificates (if this session read them): their bytes need
+        # not stay for the session.
+        self.client.ssl_params = None
         _log.info("mqtt connected (tls+connack %d ms)", time.ticks_diff(time.ticks_ms(), t0))
         # Every subscription in one SUBSCRIBE: one round trip to the cloud.
-        self.client.subscribe_many(self.shadow.topics() + self.app1.subscriptions(), 1)
+        self.client.subscribe_many(self.shadow.topics() + self.app1.subscriptions()
+                                   + self.ota.subscriptions(), 1)  # 5 + 1 + 2: AWS max 8
         self.sync_shadow()
         self.app1.start(self.boot_info)
+        self.ota.start()
 
     def sync_shadow(self):
         """Shadow sync on connect (IoT Lens BP 11.1): get, apply delta, report online.
@@ -87,6 +99,7 @@ class Session:
         reported = self._apply_settings(delta)
         reported["connected"] = True
         reported["fw"] = VERSION
+        reported["slot"] = "%s/%s" % (self.hal.running_slot(), ota.app_slot())
         reported["board"] = self.hal.NAME
         reported["boot"] = self.boot_info
         try:
@@ -131,9 +144,11 @@ class Session:
         while True:
             wait = 1000
             if self.app2 is not None:
-                wait = min(wait, self.app2.ms_to_due())
+                # A backlog to send: only look for incoming packets, do not wait.
+                wait = 0 if self.app2.pending() else min(wait, self.app2.ms_to_due())
             c.poll(wait)
             self.app1.service()
+            self.ota.service()
             if self._pending_delta is not None:
                 delta, self._pending_delta = self._pending_delta, None
                 if "settings" in delta:
@@ -142,6 +157,9 @@ class Session:
                 r = self.app2.tick()
                 if r is not None:
                     self.app2_shadow.report(self.app2.shadow_report(*r))
+                # Oldest first, a bounded batch per turn: the loop keeps serving the
+                # shadow, App #1, pings and readings while a backlog drains.
+                self.app2.flush(_FLUSH_BATCH)
             if self.diag is not None:
                 self.diag.sample()
                 d = self.diag.tick()
@@ -156,60 +174,69 @@ class Session:
 
     def close(self):
         self.client.close()
+        self.ota.close()  # its working part, if loaded, goes with the session
 
 
-def _parts(hal, cfg, boot_id):
-    """App #2 (if the board has components) and diagnostics, made once per boot."""
-    topics = Topics(cfg.topic_prefix, cfg.thing_name)
-    try:
-        b = boardfile.load()
-        comps, buses = boardfile.components(b), b.get("buses", {})
-    except boardfile.BoardError as e:
-        _log.warn("App #2 off: %s", e)
-        comps, buses = [], {}
-    settings.configure([c["id"] for c in comps], cfg.telemetry_interval_s, cfg.diag_interval_s)
-    app2 = App2(None, cfg.thing_name, topics.telemetry, comps, hal, boot_id, buses) if comps else None
-    if app2 is not None:
-        app2.set_interval(cfg.telemetry_interval_s)
-        _log.info("App #2: %d components every %d s", len(comps), cfg.telemetry_interval_s)
-        app2.self_test()
-    diag = Diag(None, cfg.thing_name, topics.diag, hal)
-    diag.set_interval(cfg.diag_interval_s)
-    return app2, diag
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _peer_closed(e):
+    """The broker ended the connection (EOF or reset): a kick, a restart, a cut link."""
+    return isinstance(e, OSError) and len(e.args) > 0 and e.args[0] in (-1, errno.ECONNRESET)
+
+
+def _offline_wait(ms, app2, diag):
+    """Sleep ``ms`` between sessions, in steps, so App #2 keeps reading into its outbox."""
+    end = time.ticks_add(time.ticks_ms(), ms)
+    while True:
+        left = time.ticks_diff(end, time.ticks_ms())
+        if left <= 0:
+            break
+        if app2 is not None and app2.outbox is not None:
+            try:
+                if app2.tick() is not None:
+                    # On flash now: one line per reading, so a person (and the HIL
+                    # test) knows what the outbox holds.
+                    _log.info("offline: seq %d queued (%d waiting)", app2.seq, app2.pending())
+            except Exception as e:  # a full or failing filesystem must not stop the loop
+                _log.error("offline reading failed: %r", e)
+            left = min(left, max(1, app2.ms_to_due()))
+        diag.sample()
+        time.sleep_ms(left)
 
 
 def run(hal, cfg):
-    if not log.set_level(cfg.log_level):
-        _log.warn("log_level %r unknown; keeping info", cfg.log_level)
-    boot_id = "%08x" % int.from_bytes(os.urandom(4), "big")
-    boot = {"id": boot_id, "reason": hal.reset_cause(), "uid": hal.unique_id(), "fw": VERSION}
-    app2, diag = _parts(hal, cfg, boot_id)  # first: long-lived objects on a clean heap
+    global _tls
+    from tk import boot as bootmod  # boot only: dropped once the device is set up
+    info, _tls, app2, diag, backoff = bootmod.start(hal, cfg)
+    bootmod = None
+    forget("boot")
     gc.collect()
-    hal.network_up(cfg)
-    how = timesync.sync(hal, cfg.ntp_servers, cfg.backoff_base_ms, min(cfg.backoff_cap_ms, 60000))
-    boot["time_source"] = how
-    boot["at"] = clock.unix_s()
-    backoff = Backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms)
     sessions = 0
     while True:
         session = None
         up_at = None
+        peer = False
         try:
-            session = Session(hal, cfg, boot, app2, diag)
+            session = Session(hal, cfg, info, app2, diag)
             sessions += 1
             diag.reconnects = sessions - 1
             session.open()
             up_at = time.ticks_ms()
             session.serve()
         except Exception as e:
-            _log.warn("session ended: %r", e)
+            peer = _peer_closed(e)
+            _log.warn("session ended: %r%s", e, " (closed by the broker)" if peer else "")
         finally:
             if session is not None:
                 session.close()
             session = None
             gc.collect()
-        if up_at is not None and time.ticks_diff(time.ticks_ms(), up_at) >= cfg.backoff_reset_s * 1000:
-            backoff.reset()
+        if up_at is not None and backoff.session_ended(
+                time.ticks_diff(time.ticks_ms(), up_at), peer, cfg.backoff_reset_s * 1000):
+            _log.info("backoff reset (the connection was stable)")
         delay, window = backoff.next()
         _log.info("reconnect in %d ms (attempt %d, window %d ms)", delay, backoff.attempt, window)
-        time.sleep_ms(delay)
+        _offline_wait(delay, app2, diag)

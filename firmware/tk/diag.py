@@ -3,11 +3,13 @@ thing's named shadow ``diag``.
 
     {"thing": "kit-1", "ts": ..., "uptime_s": 3600, "heap_free": 21344,
      "heap_min_free": 18032, "heap_alloc": 59000, "reset_cause": "power_on",
-     "fw": "0.1.0", "slot": "ota_0", "rssi": -61, "reconnects": 2}
+     "fw": "0.1.0", "slot": "ota_0", "rssi": -61, "reconnects": 2,
+     "outbox": {"queued": 0, "dropped": 0, "downsampled": 0, "corrupt": 0}}
 
 heap_min_free is the lowest free heap seen since boot, sampled on every loop turn;
 heap_alloc leaves out what the board layer reserves for itself (on the virtual kit, the
-ROMFS image that a board keeps in flash).
+ROMFS image that a board keeps in flash). ``outbox`` (with App #2 only): telemetry
+records waiting on flash and what the full policy cost (tk.outbox).
 """
 import gc
 import json
@@ -25,6 +27,7 @@ class Diag:
         self.hal = hal
         self.interval_ms = 60000
         self.reconnects = 0
+        self.outbox = None  # App #2's tk.outbox.Outbox, if any
         self.heap_min_free = gc.mem_free()
         self._next = time.ticks_ms()
 
@@ -41,12 +44,15 @@ class Diag:
         # Collect first: heap figures then mean "in use", not "not yet collected".
         gc.collect()
         self.sample()
-        return {"thing": self.thing, "ts": clock.unix_ms(), "uptime_s": log.uptime_ms() // 1000,
+        d = {"thing": self.thing, "ts": clock.unix_ms(), "uptime_s": log.uptime_ms() // 1000,
                 "heap_free": gc.mem_free(), "heap_min_free": self.heap_min_free,
                 "heap_alloc": gc.mem_alloc() - self.hal.heap_reserved(),
                 "reset_cause": self.hal.reset_cause(),
                 "fw": VERSION, "slot": self.hal.running_slot(), "rssi": self.hal.rssi(),
                 "reconnects": self.reconnects}
+        if self.outbox is not None:
+            d["outbox"] = self.outbox.stats()
+        return d
 
     def tick(self):
         """If due, publish a snapshot and return it; else None."""

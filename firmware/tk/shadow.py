@@ -124,7 +124,8 @@ class Shadow:
                         break
                     self.client.poll(min(left, 1000))
                 if self._reply is not None:
-                    return self._reply
+                    r, self._reply = self._reply, None  # not kept for the session
+                    return r
                 _log.warn("no reply to %s in %d ms", op.decode(), self.timeout_ms)
             raise ShadowTimeout("no reply to %s" % op.decode())
         finally:

@@ -172,6 +172,7 @@ class UpdateChecks:
         )
         # 3. A signed version that cannot connect: canary rolls back, rollout aborts.
         t1 = time.time()
+        before = self._fw(canary)
         broken = ob.build_from_source(
             broken_source(self.workdir), version=bad, boards=["sim"], kind="firmware"
         )
@@ -183,16 +184,19 @@ class UpdateChecks:
                 rest_jobs = ops.list_job_executions(plan2.job_id)
             except Exception:  # noqa: BLE001 - "no job" is the expected answer
                 rest_jobs = []
-        back = self._wait_fw(canary, new, 30)
+        back = self._wait_fw(canary, before or new, 30)
         reason = (cex.get("statusDetails") or {}).get("reason", "")
-        rolled = cex.get("status") == "FAILED" and back == new
+        # Rolled back: the job failed after the new version was tried (the boot slot
+        # went back), and the kit runs what it ran before.
+        ota = self._otadata(self.kits[0])
+        rolled = cex.get("status") == "FAILED" and back == before and '"aborted"' in ota
         self.results.append(
             (cl.met if rolled else cl.not_met)(
                 "lens.rollback",
                 f"{self.ts(t1)} signed bundle {bad} that cannot connect sent to canary {canary}",
                 f"job {plan2.stages[0].job_id}: {cex.get('status')} ({reason or 'no reason'})",
-                f"{canary} reports fw {back} again (was {new} before the update)",
-                f"otadata: {self._otadata(self.kits[0])}",
+                f"{canary} reports fw {back} (ran {before} before the update)",
+                f"otadata: {ota}",
             )
         )
         staged = (

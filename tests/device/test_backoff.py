@@ -143,3 +143,36 @@ def test_constructor_rejects_bad_parameters(mpy, base, cap):
             out(err(e))
     """)
     assert r == ["ValueError", "backoff needs 0 < base <= cap"]
+
+
+def test_jitter_off_waits_full_windows(mpy):
+    r = mpy.one("""
+        from tk.backoff import Backoff
+        from tkfakes import out
+        b = Backoff(100, 800, jitter=False)
+        out([b.next() for _ in range(6)])
+    """)
+    assert r == [[100, 100], [200, 200], [400, 400], [800, 800], [800, 800], [800, 800]]
+
+
+@pytest.mark.parametrize(
+    "up_ms, peer_closed, reset",
+    [
+        (29999, False, False),  # not yet stable
+        (30000, False, True),  # stable, ended on our side (time-out, error)
+        (30000, True, False),  # closed by the broker: could be a kick fight
+        (239999, True, False),  # a kick fight never lasts twice the cap
+        (240000, True, True),  # longer: a broker restart after a quiet time
+    ],
+)
+def test_session_ended_resets_only_after_a_stable_session(mpy, up_ms, peer_closed, reset):
+    r = mpy.one(f"""
+        from tk.backoff import Backoff
+        from tkfakes import out
+        b = Backoff(1000, 120000)
+        for _ in range(4):
+            b.next()
+        did = b.session_ended({up_ms}, {peer_closed}, 30000)
+        out([did, b.attempt, b.next()[1]])
+    """)
+    assert r == ([True, 0, 1000] if reset else [False, 4, 16000])

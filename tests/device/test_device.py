@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 from .test_config import CERTS, VALID
 
@@ -99,6 +101,9 @@ def test_open_subscribes_once_then_syncs_shadow_then_goes_online(mpy):
                 base + "update/rejected",
                 base + "update/delta",
                 "bench/kit-1_A/ping",
+                # The update agent's (tk.ota): subscribed even with OTA off (no key).
+                "$aws/things/kit-1_A/jobs/notify-next",
+                "$aws/things/kit-1_A/jobs/start-next/+",
             ],
             1,
         ]
@@ -131,6 +136,8 @@ def test_sync_shadow_applies_settings_delta_and_reports_online(mpy):
             "connected": True,
             "fw": "0.1.0",
             "board": "sim",
+            # firmware partition / app slot (tk.ota.app_slot): a fresh kit
+            "slot": "ota_0/factory",
             "boot": {"reason": "power_on", "uid": "00aa", "fw": "0.1.0"},
         }
     }
@@ -224,3 +231,197 @@ def test_serve_ends_session_without_pingresp(mpy):
     """,
     )
     assert r == ["OSError", "no PINGRESP within 30000 ms"]
+
+
+# -- store and forward: the serve loop sends the outbox in bounded batches ---------------
+def test_serve_sends_backlog_in_order_in_bounded_batches(mpy):
+    r = mpy.one(
+        prelude=setup(mpy, None),
+        code="""
+        from tk.app2 import App2
+        from tk.outbox import Outbox
+        topic = b"bench/kit-1_A/telemetry"
+        a2 = App2(c, "kit-1_A", topic, [], sim, "b00t")
+        a2.outbox = Outbox("outbox", 64)
+        for i in range(1, 21):                 # taken while offline (an earlier boot)
+            a2.outbox.append(b'{"boot":"old","seq":%d}' % i)
+        s.app2 = a2
+        turns = []
+        real_publish = c.publish
+        def publish(t, m, *a):
+            if t == topic:
+                turns.append([c.polls, json.loads(m)["seq"]])
+            real_publish(t, m, *a)
+        c.publish = publish
+        c.max_polls = 6
+        try:
+            s.serve()
+        except RuntimeError:
+            pass
+        live = [json.loads(m) for t, m, _, q in c.pubs if t == topic and q == 1][-1]
+        out({"turns": turns, "left": a2.outbox.size, "live": live})
+    """,
+    )
+    seqs = [q for _, q in r["turns"]]
+    # The live reading (seq 1 of this boot, taken on the first turn) queues behind the
+    # backlog: the stream stays in order.
+    assert seqs == list(range(1, 21)) + [1]
+    per_turn: dict[int, int] = {}
+    for turn, _ in r["turns"]:
+        per_turn[turn] = per_turn.get(turn, 0) + 1
+    assert max(per_turn.values()) <= 8 and len(per_turn) >= 3
+    assert r["left"] == 0
+    assert r["live"]["boot"] == "b00t" and r["live"]["outbox"] == {"dropped": 0, "downsampled": 0}
+    assert set(r["live"]) >= {"thing", "boot", "seq", "ts", "readings"}
+
+
+def test_no_pingresp_over_tcp_ends_the_session(mpy):
+    """A broker that stops answering: PINGREQ after half the keepalive without sending,
+    then the session ends when no PINGRESP came within another half."""
+    from .harness import ScriptedTCPServer
+
+    marks: dict[str, object] = {}
+
+    def broker(conn, srv):
+        srv.read_packet()  # CONNECT
+        conn.sendall(b"\x20\x02\x00\x00")
+        t0 = time.monotonic()
+        marks["ping"] = srv.read_packet()
+        marks["ping_after"] = time.monotonic() - t0
+        marks["eof"] = conn.recv(16)  # silent until the client gives up and closes
+        marks["closed_after"] = time.monotonic() - t0
+
+    code = """
+        from tk.mqtt import Client as RealClient
+        rc = RealClient("kit-1_A", "127.0.0.1", PORT, 2, {})
+        rc.ssl = False
+        rc.connect()
+        s.client = s.shadow.client = s.app1.client = rc
+        s.app2_shadow.client = s.diag_shadow.client = rc
+        s.cfg.keepalive_s = 2
+        t0 = time.ticks_ms()
+        try:
+            s.serve()
+        except OSError as e:
+            res = err(e)
+        ms = time.ticks_diff(time.ticks_ms(), t0)
+        s.close()
+        out({"res": res, "ms": ms})
+    """
+    with ScriptedTCPServer(broker) as srv:
+        r = mpy.one(prelude=setup(mpy, None), code=code.replace("PORT", str(srv.port)))
+    assert srv.error is None, srv.error
+    assert r["res"] == ["OSError", "no PINGRESP within 1000 ms"]
+    assert marks["ping"] == b"\xc0\x00"
+    assert 0.9 <= marks["ping_after"] <= 2.5
+    assert marks["eof"] == b"" and marks["closed_after"] >= 1.9
+    assert 1900 <= r["ms"] <= 5000
+
+
+# -- device.run: backoff after kicks, readings while offline -------------------------------
+RUN = """
+import errno, time
+from hal import sim
+from tk import config, device
+from tk.app2 import App2
+from tk.diag import Diag
+from tk.outbox import Outbox
+from tkfakes import out
+
+cfg = config.load()
+cfg.backoff_base_ms, cfg.backoff_cap_ms, cfg.backoff_reset_s = 100, 800, 1
+SCRIPT = SCRIPT_
+sessions = []
+
+class FakeSession:
+    # Connects at once, stays up for up_ms, then ends with the scripted error.
+    def __init__(self, hal, cfg, boot, app2, diag):
+        if not SCRIPT:
+            raise KeyboardInterrupt   # not an Exception: ends run()
+        self.up_ms, self.exc = SCRIPT.pop(0)
+    def open(self):
+        sessions.append(time.ticks_ms())
+    def serve(self):
+        time.sleep_ms(self.up_ms)
+        raise self.exc
+    def close(self):
+        pass
+
+a2 = App2(None, cfg.thing_name, b"t", [], sim, "b00t")
+a2.set_interval(0.1)
+a2.outbox = Outbox("outbox", 512)
+diag = Diag(None, cfg.thing_name, b"d", sim)
+device.Session = FakeSession
+from tk import boot
+boot.parts = lambda hal, cfg, boot_id: (a2, diag)
+boot.sync_time = lambda hal, cfg: "ntp"
+try:
+    device.run(sim, cfg)
+except KeyboardInterrupt:
+    pass
+got = []
+while a2.outbox.peek() is not None:
+    got.append(json.loads(a2.outbox.peek())["seq"])
+    a2.outbox.pop()
+out({"seqs": got, "seq": a2.seq})
+"""
+
+
+def _run(mpy, script: str):
+    for name, data in CERTS.items():
+        mpy.write(name, data)
+    mpy.write("config.json", json.dumps(VALID))
+    out = mpy.run(
+        RUN.replace("SCRIPT_", script).replace("import errno", "import errno, json"), timeout=60
+    )
+    from .harness import parse_json_lines
+
+    [res] = parse_json_lines(out)
+    windows = [
+        int(w) for w in re.findall(r"reconnect in \d+ ms \(attempt \d+, window (\d+) ms\)", out)
+    ]
+    delays = [int(d) for d in re.findall(r"reconnect in (\d+) ms", out)]
+    return out, res, windows, delays
+
+
+def test_kicks_back_off_exponentially_other_failures_reset(mpy):
+    # Four sessions closed by the broker after 1.1 s (stable by reset_after_s = 1 s, but
+    # shorter than twice the 800 ms cap): a kick fight. The backoff grows to the cap.
+    # Then a session closed by the broker after 1.7 s (> 2 x cap) and one that ended by
+    # our own time-out after 1.1 s: both reset it.
+    out, _, windows, delays = _run(
+        mpy,
+        "[(1100, OSError(-1)), (1100, OSError(-1)), (1100, OSError(errno.ECONNRESET)),"
+        " (1100, OSError(-1)), (1700, OSError(-1)), (1100, OSError('no PINGRESP'))]",
+    )
+    assert windows == [100, 200, 400, 800, 100, 100], out
+    assert all(0 <= d <= w for d, w in zip(delays, windows))
+    assert out.count("(closed by the broker)") == 5
+    assert out.count("backoff reset") == 2
+
+
+def test_readings_go_on_while_offline(mpy):
+    # Sessions that fail at once (a broker that is down); App #2 reads every 100 ms
+    # during the waits, into the outbox, in order.
+    out, res, windows, delays = _run(mpy, "[(0, OSError(111))] * 6")
+    waited = sum(delays)
+    assert windows == [100, 200, 400, 800, 800, 800]
+    assert res["seqs"] == list(range(1, res["seq"] + 1))
+    assert res["seq"] >= 0.7 * waited / 100, (res, delays)  # one per 100 ms, give or take
+    assert out.count("offline: seq ") == res["seq"]
+
+
+def test_jitter_off_only_on_the_sim(mpy):
+    for name, data in CERTS.items():
+        mpy.write(name, data)
+    mpy.write("config.json", json.dumps(dict(VALID, backoff=dict(VALID["backoff"], jitter=False))))
+    r = mpy.one("""
+        from tk import boot, config
+        from tkfakes import out
+        cfg = config.load()
+        class Board:
+            NAME = "esp32"
+        from hal import sim
+        out([cfg.backoff_jitter, boot.jitter(sim, cfg), boot.jitter(Board, cfg)])
+    """)
+    assert r == [False, False, True]

@@ -547,3 +547,112 @@ def test_oversize_payload_drained_handler_gets_none_stream_in_step(mpy):
     assert r["seen"] == [None, "ok"]
     assert bytes.fromhex(r["tx"]) == b"\x40\x02\x0a\x0b"  # the big one is still acknowledged
     assert r["left"] == 0
+
+
+# -- QoS 1 without PUBACK: resent with DUP, then the session ends --------------------------
+DUP_PRE = """
+import time
+class FakePoller:
+    # Like a real poll: waits out the time-out when nothing is there to read.
+    def __init__(self, sock):
+        self.sock = sock
+    def poll(self, ms):
+        if not self.sock.rx:
+            time.sleep_ms(ms)
+        return [(self.sock, 1)] if self.sock.rx else []
+c.puback_ms = 60
+class AckAfter(FakeSock):
+    # Answers PUBACK(ack_pid) once the n-th write was made.
+    def __init__(self, n, ack):
+        super().__init__()
+        self.n, self.ack = n, ack
+    def write(self, buf, n=None):
+        r = FakeSock.write(self, buf, n)
+        if len(self.writes) == self.n:
+            self.feed(self.ack)
+        return r
+"""
+
+
+def test_publish_without_puback_is_resent_with_dup_flag(mpy):
+    r = mpy.one(
+        prelude=PRE + DUP_PRE,
+        code="""
+        s = AckAfter(4, b"\\x40\\x02\\x00\\x01")   # PUBACK only after the resend
+        c.sock = s
+        c._poller = FakePoller(s)
+        t0 = time.ticks_ms()
+        c.publish(b"t/x", b"hi", False, 1)
+        out({"writes": [hx(w) for w in s.writes], "ms": time.ticks_diff(time.ticks_ms(), t0),
+             "left": len(s.rx), "acked": sorted(c._acked)})
+    """,
+    )
+    first = publish_pkt(b"t/x", b"hi", qos=1, pid=1)[:-2]  # header, topic, packet id
+    assert [bytes.fromhex(w) for w in r["writes"]] == [
+        first,
+        b"hi",
+        bytes([first[0] | 0x08]) + first[1:],  # DUP set, same packet id and bytes
+        b"hi",
+    ]
+    assert r["ms"] >= 60 and r["left"] == 0 and r["acked"] == []
+
+
+def test_publish_gives_up_after_bounded_resends(mpy):
+    r = mpy.one(
+        prelude=PRE + DUP_PRE,
+        code="""
+        # A PUBACK for another packet id does not count.
+        s = AckAfter(2, b"\\x40\\x02\\x00\\x07")
+        c.sock = s
+        c._poller = FakePoller(s)
+        c.pid = 4
+        t0 = time.ticks_ms()
+        try:
+            c.publish(b"t/x", b"hi", True, 1)
+            res = "returned"
+        except OSError as e:
+            res = err(e)
+        out({"res": res, "writes": [hx(w) for w in s.writes],
+             "ms": time.ticks_diff(time.ticks_ms(), t0), "acked": sorted(c._acked)})
+    """,
+    )
+    assert r["res"] == ["OSError", "no PUBACK for packet 5 after 2 resends"]
+    hdr = publish_pkt(b"t/x", b"hi", qos=1, pid=5, retain=True)[:-2]
+    dup = bytes([hdr[0] | 0x08]) + hdr[1:]
+    assert [bytes.fromhex(w) for w in r["writes"]] == [hdr, b"hi", dup, b"hi", dup, b"hi"]
+    assert r["ms"] >= 3 * 60
+    assert r["acked"] == [7]  # recorded for whoever waits for it
+
+
+def test_dup_resend_over_tcp(mpy):
+    """A broker that swallows the first PUBLISH: the client sends it again with DUP
+    and the same packet id, and returns once that one is acknowledged."""
+    got: list[bytes] = []
+
+    def broker(conn, srv):
+        srv.read_packet()  # CONNECT
+        conn.sendall(b"\x20\x02\x00\x00")
+        got.append(srv.read_packet())  # PUBLISH, not acknowledged
+        got.append(srv.read_packet())  # PUBLISH again, DUP
+        conn.sendall(b"\x40\x02\x00\x01")
+        got.append(srv.read_packet())  # DISCONNECT
+
+    code = """
+    from tk.mqtt import Client
+    from tkfakes import out
+    import time
+    c = Client("kit-1", "127.0.0.1", {port}, 30, {{}}, puback_ms=300)
+    c.ssl = False
+    c.connect()
+    t0 = time.ticks_ms()
+    c.publish(b"thingkit/kit-1/telemetry", b'{{"seq":1}}', False, 1)
+    ms = time.ticks_diff(time.ticks_ms(), t0)
+    c.disconnect()
+    out(ms)
+    """
+    with ScriptedTCPServer(broker) as srv:
+        ms = mpy.one(code.format(port=srv.port))
+    assert srv.error is None, srv.error
+    pkt = publish_pkt(b"thingkit/kit-1/telemetry", b'{"seq":1}', qos=1, pid=1)
+    assert got == [pkt, bytes([pkt[0] | 0x08]) + pkt[1:], b"\xe0\x00"]
+    assert 300 <= ms < 5000

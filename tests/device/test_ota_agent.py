@@ -1,0 +1,210 @@
+"""tk.ota's agent on the MicroPython unix port with a fake MQTT client: what it
+subscribes to, what it publishes to the Jobs and streams APIs, what it leaves on flash.
+(The whole update, with the bench's services, is hil_tests/test_ota.py.)"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+PRELUDE = """
+import json, os
+from tkfakes import FakeMQTT, out
+from tk import ota
+
+class Hal:
+    NAME = "sim"
+    def running_slot(self):
+        return "ota_0"
+    def reboot(self):
+        raise SystemExit(75)
+    def heap_reserved(self):
+        return 0
+
+class Cfg:
+    ota_pubkey = "certs/ota-signing.der"
+    ota_confirm_s = 60
+
+class App1:
+    pings = 0
+
+class Topics:
+    ping = b"thingkit/kit-1/ping"
+
+c = FakeMQTT()
+agent = ota.Agent(Hal(), Cfg(), c, "kit-1", App1(), Topics())
+J = b"$aws/things/kit-1/jobs/"
+
+def job(doc, job_id="j1"):
+    return {"execution": {"jobId": job_id, "jobDocument": doc, "status": "IN_PROGRESS"}}
+
+def run():
+    for _ in range(4):
+        c.poll(1)
+        agent.service()
+"""
+
+
+def _key(mpy) -> None:
+    k = ec.generate_private_key(ec.SECP256R1())
+    der = k.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    mpy.write("certs/ota-signing.der", der)
+
+
+def test_subscriptions_fit_the_session_subscribe(mpy) -> None:
+    _key(mpy)
+    out = mpy.one(
+        """
+        subs = agent.subscriptions()
+        agent.start()
+        out({"subs": [s.decode() for s in subs], "pubs": c.published()})
+        """,
+        prelude=PRELUDE,
+    )
+    assert out["subs"] == [
+        "$aws/things/kit-1/jobs/notify-next",
+        "$aws/things/kit-1/jobs/start-next/+",
+    ]
+    # 5 classic shadow replies + App #1's ping + these 2 = 8, AWS IoT's limit.
+    (topic, body) = out["pubs"][0]
+    assert topic == "$aws/things/kit-1/jobs/start-next" and "clientToken" in body
+
+
+def test_no_key_no_jobs(mpy) -> None:
+    out = mpy.one(
+        """
+        agent.subscriptions()
+        agent.start()
+        out({"pubs": c.published()})
+        """,
+        prelude=PRELUDE,
+    )
+    assert out["pubs"] == []
+
+
+def test_other_operation_and_old_version_rejected_without_touching_flash(mpy) -> None:
+    _key(mpy)
+    out = mpy.json(
+        """
+        agent.subscriptions()
+        c.inject(J + b"start-next/accepted", job({"operation": "reboot"}, "j0"))
+        run()
+        c.inject(J + b"start-next/accepted", job({"operation": "thingkit.ota",
+            "version": "0.0.1", "kind": "app", "streamId": "s", "size": 100}, "j1"))
+        run()
+        out({"pubs": c.published(), "files": sorted(os.listdir())})
+        """,
+        prelude=PRELUDE,
+    )[0]
+    ups = [(t, b) for t, b in out["pubs"] if t.endswith("/update")]
+    assert ups[0][0] == "$aws/things/kit-1/jobs/j0/update"
+    assert (
+        ups[0][1]["status"] == "REJECTED"
+        and "unknown operation" in ups[0][1]["statusDetails"]["reason"]
+    )
+    assert ups[1][0] == "$aws/things/kit-1/jobs/j1/update"
+    assert ups[1][1]["status"] == "REJECTED"
+    assert ups[1][1]["statusDetails"]["reason"].startswith("downgrade")
+    assert not any(f.startswith("slot_") for f in out["files"])
+
+
+def test_job_taken_asks_for_blocks_and_abandons_on_cancel(mpy) -> None:
+    _key(mpy)
+    out = mpy.json(
+        """
+        agent.subscriptions()
+        c.inject(J + b"start-next/accepted", job({"operation": "thingkit.ota",
+            "version": "9.0.0", "kind": "app", "streamId": "s-1", "fileId": 0,
+            "size": 30000}, "j2"))
+        run()
+        out({"subs": c.sub_packets, "pubs": c.published(),
+             "job": json.load(open("ota/job.json"))})
+        c.pubs = []
+        c.inject(J + b"notify-next", {"execution": {"jobId": "j3"}})
+        run()
+        out({"pubs": c.published(), "exists": "job.json" in os.listdir("ota")})
+        """,
+        prelude=PRELUDE,
+    )
+    first, after = out
+    packet = [t.decode() if isinstance(t, bytes) else t for t in first["subs"][-1][0]]
+    assert packet == [
+        "$aws/things/kit-1/jobs/j2/update/accepted",
+        "$aws/things/kit-1/jobs/j2/update/rejected",
+        "$aws/things/kit-1/streams/s-1/data/json",
+        "$aws/things/kit-1/streams/s-1/rejected/json",
+    ]
+    pubs = dict(first["pubs"])
+    assert pubs["$aws/things/kit-1/jobs/j2/update"]["status"] == "IN_PROGRESS"
+    req = pubs["$aws/things/kit-1/streams/s-1/get/json"]
+    assert (req["f"], req["l"], req["o"], req["n"]) == (0, 1024, 0, 8)
+    assert first["job"]["po"] == 0 and first["job"]["slot"] == "a"
+    # Cancelled: the next job is another one; the partial state goes, start-next again.
+    assert not after["exists"]
+    assert [t for t, _ in after["pubs"]] == ["$aws/things/kit-1/jobs/start-next"]
+
+
+WORK = ("tk.ota_job", "tk.jobs", "tk.slots", "tk.ota_boot", "tk.ota_write", "tk.ota_bundle")
+APP_JOB = (
+    'job({"operation": "thingkit.ota", "version": "9.0.0", "kind": "app", '
+    '"streamId": "s-1", "fileId": 0, "size": 30000}, "j2")'
+)
+
+
+def test_idle_agent_keeps_only_its_resident_part(mpy) -> None:
+    # RAM: while no update runs, only tk.ota stays; a job loads the working part, which
+    # is dropped from sys.modules again once the job is over.
+    _key(mpy)
+    out = mpy.json(
+        """
+        import sys
+        WORK = WORK_
+        def loaded():
+            return [m for m in WORK if m in sys.modules]
+        agent.subscriptions()
+        agent.start()
+        c.inject(J + b"start-next/accepted", {"clientToken": "x", "timestamp": 1})
+        run()
+        out({"idle": loaded(), "work": agent.work is not None})
+        c.inject(J + b"start-next/accepted", APP_JOB_)
+        run()
+        out({"busy": loaded(), "work": agent.work is not None})
+        c.inject(J + b"notify-next", {"execution": {"jobId": "j3"}})
+        run()
+        out({"after": loaded(), "work": agent.work is not None})
+        """.replace("WORK_", repr(WORK)).replace("APP_JOB_", APP_JOB),
+        prelude=PRELUDE,
+    )
+    idle, busy, after = out
+    assert idle == {"idle": [], "work": False}
+    assert busy["work"] and {"tk.ota_job", "tk.jobs", "tk.ota_write"} <= set(busy["busy"])
+    assert after == {"after": [], "work": False}
+
+
+def test_out_of_memory_during_an_update_fails_the_job_and_keeps_the_device(mpy) -> None:
+    _key(mpy)
+    out = mpy.one(
+        """
+        import sys
+        agent.subscriptions()
+        c.inject(J + b"start-next/accepted", APP_JOB_)
+        run()
+        def boom():
+            raise MemoryError("memory allocation failed, allocating 6514 bytes")
+        agent.work.dl.step = boom
+        c.pubs = []
+        agent.service()
+        out({"pubs": c.published(), "files": os.listdir("ota") if "ota" in os.listdir()
+             else [], "work": agent.work is not None,
+             "loaded": "tk.ota_write" in sys.modules or "tk.ota_job" in sys.modules})
+        """.replace("APP_JOB_", APP_JOB),
+        prelude=PRELUDE,
+    )
+    ups = [b for t, b in out["pubs"] if t == "$aws/things/kit-1/jobs/j2/update"]
+    assert len(ups) == 1 and ups[0]["status"] == "FAILED"
+    assert ups[0]["statusDetails"]["reason"].startswith("out_of_memory:")
+    assert "$aws/things/kit-1/jobs/start-next" in [t for t, _ in out["pubs"]]
+    assert "job.json" not in out["files"]
+    assert not out["work"] and not out["loaded"]
