@@ -11,7 +11,7 @@ then backs off exponentially instead of starting a reconnect fight.
     delay_ms, window_ms = b.next()
     b.session_ended(up_ms, peer_closed, 30000)
 
-``jitter=False`` (bench only: the storm benchmark's baseline) makes every delay the
+``jitter=False`` (virtual kit only: the reconnect storm's baseline) makes every delay the
 full window.
 """
 import os

@@ -90,11 +90,11 @@ def sync_time(hal, cfg):
 
 
 def jitter(hal, cfg):
-    """backoff.jitter false is a bench-only baseline: honoured on the virtual kit alone."""
+    """backoff.jitter false is a test-rig baseline (reconnect storm comparison): honoured on the virtual kit alone."""
     if cfg.backoff_jitter:
         return True
     if hal.NAME == "sim":
-        _log.warn("backoff jitter OFF (bench setting): every retry waits its full window")
+        _log.warn("backoff jitter OFF (virtual-kit test setting): every retry waits its full window")
         return False
     _log.warn("backoff.jitter false ignored: only the virtual kit may retry in step")
     return True

@@ -107,7 +107,7 @@ def _fill(self, doc):
     self.backoff_cap_ms = _int(doc, "backoff.cap_ms", self.backoff_base_ms, 3600000,
                                max(120000, self.backoff_base_ms))
     self.backoff_reset_s = _int(doc, "backoff.reset_after_s", 1, 86400, 30)
-    # Bench-only switch (storm benchmark): honoured on the virtual kit alone.
+    # Test-rig switch (reconnect storm comparison): honoured on the virtual kit alone.
     self.backoff_jitter = _get(doc, "backoff.jitter", bool, True)
     # Telemetry records kept while offline (tk.outbox; about 300 B of flash each).
     self.outbox_max_records = _int(doc, "outbox.max_records", 16, 10000, 512)
