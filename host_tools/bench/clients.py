@@ -61,6 +61,28 @@ def connect(client: mqtt.Client, port: int, timeout: float = 10.0, keepalive: in
         prev(client, None, None, result["rc"], None)
 
 
+def connect_subscribed(
+    client: mqtt.Client,
+    port: int,
+    topics: list[tuple[str, int]],
+    timeout: float,
+    every_connect: bool = False,
+) -> bool:
+    """Connect (see :func:`connect`), subscribe to ``topics``; True once the SUBACK came.
+
+    ``every_connect`` subscribes again on every reconnect (after a broker restart).
+    """
+    done = threading.Event()
+    client.on_subscribe = lambda *a: done.set()
+    if every_connect:
+        client.on_connect = lambda c, *a: c.subscribe(topics)
+        connect(client, port)
+    else:
+        connect(client, port)
+        client.subscribe(topics)
+    return done.wait(timeout)
+
+
 def device_client(
     layout: BenchLayout,
     cert_der: bytes,

@@ -237,11 +237,8 @@ class JobsOperator:
         self.stop()
 
     def start(self) -> None:
-        done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
-        clients.connect(self.client, self.bench.port)
-        self.client.subscribe(CONTROL_REPLY + self._id, qos=1)
-        if not done.wait(self.timeout):
+        topics = [(CONTROL_REPLY + self._id, 1)]
+        if not clients.connect_subscribed(self.client, self.bench.port, topics, self.timeout):
             raise UserError("the bench broker did not confirm a subscription", "", "bench logs")
 
     def stop(self) -> None:
@@ -364,11 +361,9 @@ class DeviceSession:
             f"{base}/streams/+/description/json",
             f"{base}/streams/+/rejected/json",
         ]
-        done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
-        clients.connect(self.client, self.bench.port)
-        self.client.subscribe([(t, 1) for t in topics])
-        if not done.wait(10):
+        if not clients.connect_subscribed(
+            self.client, self.bench.port, [(t, 1) for t in topics], 10
+        ):
             raise TimeoutError(f"{self.thing}: no SUBACK")
 
     def close(self) -> None:

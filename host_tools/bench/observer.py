@@ -63,14 +63,12 @@ class Observer:
         self.stop()
 
     def start(self) -> None:
-        done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
         # Subscribed on every connect: after a broker restart the observer is back, with
         # its subscriptions, within a second.
-        self.client.on_connect = lambda c, *a: c.subscribe([("#", 1), ("$aws/#", 1)])
         self.client.reconnect_delay_set(0.1, 1)
-        clients.connect(self.client, self.bench.port)
-        done.wait(5)
+        clients.connect_subscribed(
+            self.client, self.bench.port, [("#", 1), ("$aws/#", 1)], 5, every_connect=True
+        )
 
     def stop(self) -> None:
         self.client.disconnect()
