@@ -332,3 +332,39 @@ def test_client_tokens_at_most_64_bytes(bench, make_kit, observer):
         since=t1,
     )
     assert rej is not None and rej.json()["message"] == "Invalid clientToken"
+
+
+@pytest.mark.checklist("hw.shadow_validated", "lens.config_via_shadow")
+def test_refused_value_does_not_start_a_delta_loop(bench, make_kit, observer):
+    """The service publishes a delta after every update that leaves desired != reported,
+    the device's own reports included. A refused value stays in desired, so a device
+    that answered every delta would report, get the same delta back, and report again,
+    for ever. It reports a refusal once; the same delta again changes nothing to say."""
+    kit = make_kit(bench, state="online")
+    thing = kit.thing
+    t1 = time.time()
+    _desired(observer, thing, {"log_level": "loud"})
+    bad = _device_accepted(
+        observer, thing, lambda r: r.get("settings_rejected", {}).get("log_level"), 10, t1
+    )
+    assert bad is not None, kit.console()
+    time.sleep(3.0)  # long enough for a loop to show (one turn takes a few ms)
+    updates = [
+        m
+        for m in _device_requests(observer, thing, t1)
+        if m.topic == _shadow_base(thing) + "update"
+    ]
+    assert len(updates) == 1, f"{len(updates)} reports in 3 s: {[m.excerpt() for m in updates[:3]]}"
+    deltas = [
+        m
+        for m in list(observer.messages)
+        if m.t >= t1 and m.topic == _shadow_base(thing) + "update/delta"
+    ]
+    assert len(deltas) <= 2, len(deltas)
+    # A new value is still answered at once.
+    t2 = time.time()
+    _desired(observer, thing, {"log_level": "warn"})
+    ok = _device_accepted(
+        observer, thing, lambda r: r.get("settings", {}).get("log_level") == "warn", 10, t2
+    )
+    assert ok is not None, kit.console()

@@ -12,6 +12,7 @@ boot (TLS context, App #2 and diagnostics, NTP) is tk.boot's, dropped after it r
 """
 import errno
 import gc
+import json
 import time
 
 from tk import forget, ota, settings
@@ -66,6 +67,11 @@ class Session:
             if part is not None:
                 part.client = self.client
         self._pending_delta = None
+        # The settings answer last reported. The service publishes a delta after every
+        # update that leaves desired != reported, this device's own reports included: a
+        # refused value stays in desired, so answering every delta would report, get the
+        # same delta back and report again, without end. An answer is sent once.
+        self._said = None
 
     def open(self):
         cfg = self.cfg
@@ -97,6 +103,7 @@ class Session:
         version = doc["version"] if doc else None
         delta = doc.get("state", {}).get("delta") if doc else None
         reported = self._apply_settings(delta)
+        self._said = json.dumps(reported)
         reported["connected"] = True
         reported["fw"] = VERSION
         reported["slot"] = "%s/%s" % (self.hal.running_slot(), ota.app_slot())
@@ -152,7 +159,11 @@ class Session:
             if self._pending_delta is not None:
                 delta, self._pending_delta = self._pending_delta, None
                 if "settings" in delta:
-                    self.shadow.report(self._apply_settings(delta))
+                    rep = self._apply_settings(delta)
+                    said = json.dumps(rep)
+                    if said != self._said:  # the same answer again: nothing new to say
+                        self._said = said
+                        self.shadow.report(rep)
             if self.app2 is not None:
                 r = self.app2.tick()
                 if r is not None:
