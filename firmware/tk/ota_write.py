@@ -21,8 +21,13 @@ from tk.streams import Stream
 from tk.version import VERSION
 
 _log = Logger("ota")
-BLOCK = 1024
-WINDOW = 8  # blocks per request: 8 KiB in flight, a round trip per 8 KiB
+# Block size: 1 KiB on a small heap (an ESP32 without PSRAM), 4 KiB when the heap has
+# room for it (PSRAM boards; ~5.5 KB per MQTT message, JSON and base64, under the
+# client's 6 KiB limit): a quarter of the messages, the per-message path being most of
+# an update's time. Chosen per download from the free heap when the job is taken.
+BLOCK, BIG_BLOCK = 1024, 4096
+BIG_FREE = 65536  # free heap (after a collection) that takes 4 KiB blocks
+IN_FLIGHT = 8192  # bytes per request: a round trip per 8 KiB
 _SECTOR = 4096
 _TIMEOUT_MS = 4000
 # ota_bundle's refusals that are a policy answer (REJECTED); the rest mean a bad bundle.
@@ -117,7 +122,6 @@ class Download:
         self.header = ota_bundle.Header(ota_slot.read_bytes(cfg.ota_pubkey))
         self.payload = None
         self.at = 0  # bundle offset of the next block wanted
-        self.stream = Stream(client, thing, j["sid"], j["fid"], BLOCK)
         self.want = None
         self.asked = 0
         self.retries = 0
@@ -125,6 +129,12 @@ class Download:
         self.verify_ms = None
         gc.collect()
         self.low = self.start_free = gc.mem_free()  # live heap before, and at worst
+        # A resumed download starts again at block 0 of the header and realigns its
+        # offset to this block size, so it may differ from the interrupted one's.
+        self.block = BIG_BLOCK if self.start_free >= BIG_FREE else BLOCK
+        self.window = IN_FLIGHT // self.block
+        self.stream = Stream(client, thing, j["sid"], j["fid"], self.block,
+                             2 * self.window)
         self.sent = 0  # progress (percent) last reported to the job
         self.windows = 0
 
@@ -183,6 +193,7 @@ class Download:
     def step(self):
         """Ask for or take one window of blocks. True when the whole bundle is in and
         checked; raises Refused when it must not be installed."""
+        B, W = self.block, self.window
         if self.want is None:
             if self.at >= self.size:
                 try:
@@ -190,8 +201,8 @@ class Download:
                 except self.ob.Refused as e:
                     raise _refused(e)
                 return True
-            first = self.at // BLOCK
-            n = min(WINDOW, (self.size + BLOCK - 1) // BLOCK - first)
+            first = self.at // B
+            n = min(W, (self.size + B - 1) // B - first)
             self.want = (first, n)
             self.asked = time.ticks_ms()
             self.stream.request(first, n)
@@ -216,8 +227,8 @@ class Download:
         # before the payload has started.
         nxt = None
         end = first + n
-        if self.payload is not None and end * BLOCK < self.size:
-            nxt = (end, min(WINDOW, (self.size + BLOCK - 1) // BLOCK - end))
+        if self.payload is not None and end * B < self.size:
+            nxt = (end, min(W, (self.size + B - 1) // B - end))
             self.stream.request(nxt[0], nxt[1])
         self.windows += 1
         if self.windows % 4 == 1:  # the most this update holds at once: live heap
@@ -227,7 +238,7 @@ class Download:
                 self.low = free
         try:
             for i in range(first, end):
-                self._consume(i * BLOCK, self.stream.take(i))
+                self._consume(i * B, self.stream.take(i))
         except self.ob.Refused as e:
             raise _refused(e)
         finally:
@@ -247,7 +258,8 @@ class Download:
         return False
 
     def _consume(self, at, data):
-        end = min(self.size, at + BLOCK)
+        B = self.block
+        end = min(self.size, at + B)
         if len(data) != end - at:
             raise Refused("FAILED", "truncated: block at %d has %d bytes" % (at, len(data)))
         if self.payload is None:
@@ -262,7 +274,7 @@ class Download:
             self.payload.feed(rest, at=0)  # skips what a resume already has
             # Next: the block holding the first payload byte not taken yet.
             self.at = max(at + len(data), (self.header.length + self.payload.offset)
-                          // BLOCK * BLOCK)
+                          // B * B)
             return
         self.payload.feed(data[max(0, self.header.length - at):],
                           at=max(0, at - self.header.length))

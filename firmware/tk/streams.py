@@ -3,7 +3,7 @@
 Blocks are asked for in windows (``o`` first block, ``n`` count) and arrive one message
 each on ``data/json``; the handler only decodes and keeps them (no I/O in a callback).
 
-    s = Stream(client, "kit-1", "ota-1-2-0", 0, 1024)
+    s = Stream(client, "kit-1", "ota-1-2-0", 0, 1024, 16)
     client.subscribe_many(s.topics(), 1)
     s.request(0, 4)
     ... client.poll(...) ...
@@ -20,11 +20,12 @@ _log = Logger("streams")
 
 
 class Stream:
-    def __init__(self, client, thing, stream_id, file_id, block):
+    def __init__(self, client, thing, stream_id, file_id, block, hold=16):
         self.client = client
         self.base = ("$aws/things/%s/streams/%s/" % (thing, stream_id)).encode()
         self.file_id = file_id
         self.block = block
+        self.hold = hold  # blocks kept at most: one window written, one arriving
         self.blocks = {}
         self.error = None
         self.token = "%08x" % int.from_bytes(os.urandom(4), "big")
@@ -53,7 +54,7 @@ class Stream:
             if d.get("c") != self.token or d.get("f") != self.file_id:
                 return
             i = d["i"]
-            if len(self.blocks) < 16:  # two windows: one written, one arriving
+            if len(self.blocks) < self.hold:
                 self.blocks[i] = binascii.a2b_base64(d["p"])
         except Exception as e:
             _log.warn("bad stream block: %r", e)

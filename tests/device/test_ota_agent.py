@@ -4,6 +4,7 @@ subscribes to, what it publishes to the Jobs and streams APIs, what it leaves on
 
 from __future__ import annotations
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -110,10 +111,23 @@ def test_other_operation_and_old_version_rejected_without_touching_flash(mpy) ->
     assert not any(f.startswith("slot_") for f in out["files"])
 
 
-def test_job_taken_asks_for_blocks_and_abandons_on_cancel(mpy) -> None:
+@pytest.mark.parametrize(
+    "big_free, block, count",
+    [
+        (None, 4096, 2),  # this port's default heap has room: 4 KiB blocks, 8 KiB a request
+        (1 << 40, 1024, 8),  # a heap with less free than BIG_FREE: 1 KiB blocks
+    ],
+)
+def test_job_taken_asks_for_blocks_and_abandons_on_cancel(mpy, big_free, block, count) -> None:
     _key(mpy)
+    setup = (
+        ""
+        if big_free is None
+        else (f"\n        import tk.ota_write\n        tk.ota_write.BIG_FREE = {big_free}")
+    )
     out = mpy.json(
-        """
+        setup
+        + """
         agent.subscriptions()
         c.inject(J + b"start-next/accepted", job({"operation": "thingkit.ota",
             "version": "9.0.0", "kind": "app", "streamId": "s-1", "fileId": 0,
@@ -139,7 +153,7 @@ def test_job_taken_asks_for_blocks_and_abandons_on_cancel(mpy) -> None:
     pubs = dict(first["pubs"])
     assert pubs["$aws/things/kit-1/jobs/j2/update"]["status"] == "IN_PROGRESS"
     req = pubs["$aws/things/kit-1/streams/s-1/get/json"]
-    assert (req["f"], req["l"], req["o"], req["n"]) == (0, 1024, 0, 8)
+    assert (req["f"], req["l"], req["o"], req["n"]) == (0, block, 0, count)
     assert first["job"]["po"] == 0 and first["job"]["slot"] == "a"
     # Cancelled: the next job is another one; the partial state goes, start-next again.
     assert not after["exists"]
