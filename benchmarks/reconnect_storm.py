@@ -16,13 +16,16 @@ cases) goes to ``reports/``.
 
 Backoff for the bench (``--base-ms``/``--cap-ms``; default from ``--count``): AWS sizes the
 jitter window to the fleet (N devices need a window of at least N/500 s at AWS IoT Core's
-connect rate). This bench is one 2-CPU machine whose every connect costs a TLS handshake on
-both ends plus the shadow sync in the Python services, and whose kits are already busy; it
-absorbs about ``BENCH_CONNECTS_PER_S`` connects/s. So the first window is N/25 s (8 s for
-200 kits: each second of it then holds about 25 first attempts), and the cap is 1.25 x
-that (10 s): the first window is already sized to the fleet, so a kit that tried while
-the broker restarted need not wait twice as long; a cap of 4 x (32 s) left a sparse tail
-of such kits up to 16 s, which halved the mean (peak/mean 3.6-5.7 in three runs).
+connect rate). This bench is one 2-CPU machine where every connect costs a TLS handshake
+in the kit's MicroPython (about 80 ms of CPU, ECDSA P-256) and in mosquitto, plus the
+shadow sync in the Python services: about 25 connects/s would fill both CPUs. Sized to
+that (first window N/25 s), the handshakes of one second overlapped, shared the CPUs and
+finished together a few seconds later: the kits' own logs showed attempts spread evenly
+(19-40 per second) and completed connects clumped (0 for 5 s, then 76), peak/mean
+4.1-5.6 at the broker. So the first window is N / ``BENCH_CONNECTS_PER_S`` (12/s, about
+half the machine: 16 s for 200 kits) and the cap 1.25 x that (20 s): the first window is
+already sized to the fleet, so a kit that tried while the broker restarted need not wait
+twice as long; a cap of 4 x left a sparse tail up to 16 s, which halved the mean.
 
     .venv/bin/python -m benchmarks.reconnect_storm [--count 200]
 """
@@ -42,7 +45,7 @@ from host_tools.fleet_sim.fleet import Fleet
 from host_tools.kit.sim import DEFAULT_HEAP
 from host_tools.paths import FIRMWARE, REPO
 
-BENCH_CONNECTS_PER_S = 25
+BENCH_CONNECTS_PER_S = 12
 RESET_AFTER_S = 10  # backoff.reset_after_s for the run: shorter than the default 30 s
 TARGET_PEAK_TO_MEAN = 3.0
 TARGET_CAP_MARGIN = 1.10
@@ -161,7 +164,7 @@ def plot(results: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=200)
-    ap.add_argument("--base-ms", type=int, help="backoff base (default: count / 25 per s)")
+    ap.add_argument("--base-ms", type=int, help="backoff base (default: count / 12 per s)")
     ap.add_argument("--cap-ms", type=int, help="backoff cap (default: 1.25 x base)")
     ap.add_argument("--boot-rate", type=float, default=20.0, help="kits powered on per second")
     ap.add_argument("--workdir", type=Path, help="keep bench and fleet state here")
