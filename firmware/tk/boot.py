@@ -22,14 +22,17 @@ from tk.version import VERSION
 _log = Logger("device")
 
 
-def start(hal, cfg):
-    """(boot info for the shadow, TLS context or None, App #2 or None, Diag, Backoff)."""
+def start(hal, cfg, lean=False):
+    """(boot info for the shadow, TLS context or None, App #2 or None, Diag, Backoff).
+    ``lean``: without App #2 (tk.device starts again so after running out of memory)."""
     if not log.set_level(cfg.log_level):
         _log.warn("log_level %r unknown; keeping info", cfg.log_level)
     boot_id = "%08x" % int.from_bytes(os.urandom(4), "big")
     info = {"id": boot_id, "reason": hal.reset_cause(), "uid": hal.unique_id(), "fw": VERSION}
     tls = make_tls(cfg)  # first: long-lived objects on a clean heap
-    app2, diag = parts(hal, cfg, boot_id)
+    if lean:
+        info["degraded"] = "App #2 off: out of memory at boot"
+    app2, diag = parts(hal, cfg, boot_id, lean)
     gc.collect()
     hal.network_up(cfg)
     # No App #2 reading before this: until the clock is set there is no time to give it.
@@ -54,18 +57,22 @@ def make_tls(cfg):
         return None
 
 
-def parts(hal, cfg, boot_id):
-    """App #2 (if the board has components) and diagnostics, made once per boot."""
+def parts(hal, cfg, boot_id, lean=False):
+    """App #2 (if the board has components and ``lean`` is false) and diagnostics, made
+    once per boot."""
     topics = Topics(cfg.topic_prefix, cfg.thing_name)
-    from tk import board as boardfile  # boot only: dropped below
-    try:
-        b = boardfile.load()
-        comps, buses = boardfile.components(b), b.get("buses", {})
-    except boardfile.BoardError as e:
-        _log.warn("App #2 off: %s", e)
-        comps, buses = [], {}
-    b = boardfile = None
-    forget("board")
+    comps, buses = [], {}
+    if lean:
+        _log.error("App #2 off: out of memory at boot; it is tried again at the next boot")
+    else:
+        from tk import board as boardfile  # boot only: dropped below
+        try:
+            b = boardfile.load()
+            comps, buses = boardfile.components(b), b.get("buses", {})
+        except boardfile.BoardError as e:
+            _log.warn("App #2 off: %s", e)
+        b = boardfile = None
+        forget("board")
     settings.configure([c["id"] for c in comps], cfg.telemetry_interval_s, cfg.diag_interval_s)
     app2 = App2(None, cfg.thing_name, topics.telemetry, comps, hal, boot_id, buses) if comps else None
     diag = Diag(None, cfg.thing_name, topics.diag, hal)

@@ -218,12 +218,44 @@ def _offline_wait(ms, app2, diag):
         time.sleep_ms(left)
 
 
+def _boot(hal, cfg):
+    """tk.boot.start, once; if the heap runs out on the way, once more without App #2
+    (its drivers and outbox are most of what boot adds): a device that cannot fit its
+    components still comes online, answers, reports why in the shadow (reported.boot.
+    degraded) and can take an update or a smaller configuration, where a device that
+    kept failing at boot could not be reached at all."""
+    lean = False
+    while True:
+        from tk import boot as bootmod  # boot only: dropped once the device is set up
+        parts = None
+        try:
+            parts = bootmod.start(hal, cfg, lean)
+        except MemoryError as e:
+            if lean:
+                raise
+            lean = True
+            _log.error("out of memory at boot (%r): starting again without App #2", e)
+        finally:
+            bootmod = None
+            forget("boot")
+        if lean:  # boot imported them; nothing uses them now
+            _forget_app2()
+        if parts is not None:
+            return parts
+        gc.collect()
+
+
+def _forget_app2():
+    import sys
+    for name in list(sys.modules):
+        if name.startswith("tk.drivers."):
+            sys.modules.pop(name)
+    forget("app2", "outbox", "drivers")
+
+
 def run(hal, cfg):
     global _tls
-    from tk import boot as bootmod  # boot only: dropped once the device is set up
-    info, _tls, app2, diag, backoff = bootmod.start(hal, cfg)
-    bootmod = None
-    forget("boot")
+    info, _tls, app2, diag, backoff = _boot(hal, cfg)
     gc.collect()
     sessions = 0
     while True:

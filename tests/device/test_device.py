@@ -353,7 +353,7 @@ a2.outbox = Outbox("outbox", 512)
 diag = Diag(None, cfg.thing_name, b"d", sim)
 device.Session = FakeSession
 from tk import boot
-boot.parts = lambda hal, cfg, boot_id: (a2, diag)
+boot.parts = lambda hal, cfg, boot_id, lean=False: (a2, diag)
 boot.sync_time = lambda hal, cfg: "ntp"
 try:
     device.run(sim, cfg)
