@@ -62,6 +62,7 @@ class SNTPServer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.5)  # the loop sees a stop within this
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="sntp", daemon=True)
 
@@ -69,11 +70,13 @@ class SNTPServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the loop, then close the socket (closing first raced the thread)."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
         self.sock.close()
 
     def _serve(self) -> None:
-        self.sock.settimeout(0.5)
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(512)
