@@ -1,12 +1,14 @@
-"""A kit whose heap cannot hold App #2 still comes online: it starts again without App #2,
-says why in the shadow, answers App #1 and can be reached (for an update or a smaller
-configuration), where it used to fail at boot every few seconds and stay unreachable.
+"""A kit whose heap cannot hold App #2 still comes online: out of memory at boot it starts
+again without App #2, and after two sessions in a row ended by MemoryError it drops App #2
+(tk.device). It says why in the shadow, answers App #1 and can be reached (for an update
+or a smaller configuration), where it used to fail every session and stay unreachable.
 
-The heap figures are the 64-bit virtual kit's (the default budget is 96 KiB; 80 KiB does
-not hold App #2 there)."""
+The heap figures are the 64-bit virtual kit's: 80 KiB holds App #1 + App #2 there, 72 KiB
+does not."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -16,7 +18,7 @@ from hil_tests.helpers import wait_connected
 
 pytestmark = pytest.mark.slow
 
-TOO_SMALL_FOR_APP2 = "80k"
+TOO_SMALL_FOR_APP2 = "72k"
 
 
 def test_kit_without_room_for_app2_comes_online_without_it(bench, make_kit, observer):
@@ -26,16 +28,15 @@ def test_kit_without_room_for_app2_comes_online_without_it(bench, make_kit, obse
     online = wait_connected(observer, kit.thing, True, 30, since=t0)
     con = kit.console()
     assert online is not None, con
-    assert "E device: out of memory at boot" in con, con
-    assert "App #2 off: out of memory at boot" in con, con
+    assert re.search(r"E device: out of memory (at boot|in \d sessions in a row)", con), con
     boot = observer.shadow_get(kit.thing)["state"]["reported"]["boot"]
-    assert boot["degraded"] == "App #2 off: out of memory at boot", boot
-    # One lean boot, not a loop: the device keeps its session.
+    assert boot["degraded"].startswith("App #2 off: out of memory"), boot
+    # Then a session that holds: no further session ends, no further MemoryError.
+    errors = con.count("MemoryError")
     time.sleep(3)
     con = kit.console()
-    assert con.count("out of memory at boot (") == 1, con
+    assert con.count("MemoryError") == errors, con
     assert con.count("mqtt connected") == 1 and kit.is_running(), con
-    assert not [m for m in observer.messages if m.topic == f"thingkit/{kit.thing}/telemetry"]
     nonce = uuid.uuid4().hex
     t1 = observer.publish(f"thingkit/{kit.thing}/ping", {"id": nonce})
     pong = observer.wait(

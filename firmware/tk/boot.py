@@ -3,19 +3,20 @@ dropped from sys.modules: none of this stays in RAM).
 
     info, tls, app2, diag, backoff = boot.start(hal, cfg)
 
-Long-lived objects are made first, on a clean heap: the TLS context, then App #2 (its
-drivers and the outbox) and diagnostics. Then the network, then the clock (NTP).
+The TLS context is made first, on a clean heap. Then the network and the clock (NTP),
+whose modules are dropped and collected before App #2 (its drivers and the outbox) and
+diagnostics are made: their peaks never meet. (App #2 before NTP needed 96 KiB on the
+64-bit virtual kit; this order, 80 KiB.) No reading is lost by the wait: App #2 takes
+none before the clock is set.
 """
 import gc
 import os
 
 from tk import clock, forget, log, settings
-from tk.app2 import App2
 from tk.backoff import Backoff
 from tk.device import _read
 from tk.diag import Diag
 from tk.log import Logger
-from tk.outbox import Outbox
 from tk.topics import Topics
 from tk.version import VERSION
 
@@ -32,12 +33,14 @@ def start(hal, cfg, lean=False):
     tls = make_tls(cfg)  # first: long-lived objects on a clean heap
     if lean:
         info["degraded"] = "App #2 off: out of memory at boot"
-    app2, diag = parts(hal, cfg, boot_id, lean)
-    gc.collect()
     hal.network_up(cfg)
-    # No App #2 reading before this: until the clock is set there is no time to give it.
+    # App #2 takes no reading before this: until the clock is set there is no time to
+    # give it.
     info["time_source"] = sync_time(hal, cfg)
     info["at"] = clock.unix_s()
+    gc.collect()  # NTP's modules are gone: App #2's objects go on a clean heap
+    app2, diag = parts(hal, cfg, boot_id, lean)
+    gc.collect()
     return info, tls, app2, diag, Backoff(cfg.backoff_base_ms, cfg.backoff_cap_ms,
                                           jitter(hal, cfg))
 
@@ -73,8 +76,15 @@ def parts(hal, cfg, boot_id, lean=False):
             _log.warn("App #2 off: %s", e)
         b = boardfile = None
         forget("board")
+    app2 = None
+    if comps:
+        # Here, not at the top: not in RAM during NTP. Both before any App #2 object:
+        # their long-lived code objects are made first, on the cleanest heap.
+        from tk.app2 import App2
+        from tk.outbox import Outbox
     settings.configure([c["id"] for c in comps], cfg.telemetry_interval_s, cfg.diag_interval_s)
-    app2 = App2(None, cfg.thing_name, topics.telemetry, comps, hal, boot_id, buses) if comps else None
+    if comps:
+        app2 = App2(None, cfg.thing_name, topics.telemetry, comps, hal, boot_id, buses)
     diag = Diag(None, cfg.thing_name, topics.diag, hal)
     diag.set_interval(cfg.diag_interval_s)
     if app2 is not None:

@@ -25,6 +25,7 @@ from tk.version import VERSION
 
 _log = Logger("device")
 _FLUSH_BATCH = 8  # outbox records published per loop turn
+_OOM_SESSIONS = 2  # sessions in a row ended by MemoryError before App #2 is dropped
 _tls = None  # the TLS client context, made once per boot (tk.boot.make_tls)
 
 
@@ -258,6 +259,7 @@ def run(hal, cfg):
     info, _tls, app2, diag, backoff = _boot(hal, cfg)
     gc.collect()
     sessions = 0
+    oom = 0  # sessions in a row that ended out of memory
     while True:
         session = None
         up_at = None
@@ -272,10 +274,21 @@ def run(hal, cfg):
         except Exception as e:
             peer = _peer_closed(e)
             _log.warn("session ended: %r%s", e, " (closed by the broker)" if peer else "")
+            oom = oom + 1 if isinstance(e, MemoryError) else 0
         finally:
             if session is not None:
                 session.close()
             session = None
+            gc.collect()
+        if oom >= _OOM_SESSIONS and app2 is not None:
+            # As at boot (_boot): a device that cannot keep a session with App #2 goes on
+            # without it, reachable, rather than failing every session. Its outbox stays
+            # on flash for the next boot.
+            _log.error("out of memory in %d sessions in a row: App #2 off until the next boot",
+                       oom)
+            info["degraded"] = "App #2 off: out of memory"
+            app2 = diag.outbox = None
+            _forget_app2()
             gc.collect()
         if up_at is not None and backoff.session_ended(
                 time.ticks_diff(time.ticks_ms(), up_at), peer, cfg.backoff_reset_s * 1000):
