@@ -6,6 +6,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 
 from host_tools.bench.observer import Message, Observer
 
@@ -18,6 +19,16 @@ CONNECTING_RX = re.compile(r"^(\d+) I device: connecting to", re.MULTILINE)
 def reported(m: Message) -> dict:
     d = m.json()
     return d.get("state", {}).get("reported", {}) if isinstance(d, dict) else {}
+
+
+def ping(obs: Observer, thing: str, timeout: float = 5.0) -> Message | None:
+    """Ping the kit through App #1 with a fresh id; its pong with that id, or None."""
+    nonce = uuid.uuid4().hex
+    t = obs.publish(f"thingkit/{thing}/ping", {"id": nonce})
+    topic = f"thingkit/{thing}/pong"
+    return obs.wait(
+        lambda m: m.topic == topic and (m.json() or {}).get("id") == nonce, timeout, since=t
+    )
 
 
 def wait_connected(

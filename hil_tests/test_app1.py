@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 
-from hil_tests.helpers import reported, wait_connected
+from hil_tests.helpers import ping, reported, wait_connected
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +31,7 @@ def test_online_message_shadow_and_ping(bench, make_kit, observer):
     assert rep["connected"] is True
     assert rep["board"] == "sim" and rep["boot"]["time_source"] == "ntp"
 
-    nonce = uuid.uuid4().hex
-    t1 = observer.publish(f"thingkit/{kit.thing}/ping", {"id": nonce})
-    pong = observer.wait(
-        lambda m: m.topic == f"thingkit/{kit.thing}/pong" and (m.json() or {}).get("id") == nonce,
-        5,
-        since=t1,
-    )
+    pong = ping(observer, kit.thing)
     assert pong is not None, kit.console()
     assert pong.json()["thing"] == kit.thing
 
@@ -51,13 +44,7 @@ def test_ping_with_garbage_payload_is_answered_and_kit_survives(bench, make_kit,
     t1 = observer.publish(f"thingkit/{kit.thing}/ping", b"\xff not json")
     pong = observer.wait(lambda m: m.topic == f"thingkit/{kit.thing}/pong", 5, since=t1)
     assert pong is not None and pong.json()["id"] is None
-    nonce = uuid.uuid4().hex
-    t2 = observer.publish(f"thingkit/{kit.thing}/ping", {"id": nonce})
-    assert observer.wait(
-        lambda m: m.topic == f"thingkit/{kit.thing}/pong" and (m.json() or {}).get("id") == nonce,
-        5,
-        since=t2,
-    )
+    assert ping(observer, kit.thing)
 
 
 def test_shadow_offline_after_power_cut_and_online_after_reboot(bench, make_kit, observer):

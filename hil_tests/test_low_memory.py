@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 import pytest
 
-from hil_tests.helpers import wait_connected
+from hil_tests.helpers import ping, wait_connected
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +36,7 @@ def test_kit_without_room_for_app2_comes_online_without_it(bench, make_kit, obse
     con = kit.console()
     assert con.count("MemoryError") == errors, con
     assert con.count("mqtt connected") == 1 and kit.is_running(), con
-    nonce = uuid.uuid4().hex
-    t1 = observer.publish(f"thingkit/{kit.thing}/ping", {"id": nonce})
-    pong = observer.wait(
-        lambda m: m.topic == f"thingkit/{kit.thing}/pong" and (m.json() or {}).get("id") == nonce,
-        5,
-        since=t1,
-    )
-    assert pong is not None, kit.console()
+    assert ping(observer, kit.thing) is not None, kit.console()
 
 
 def test_kit_with_room_reports_no_degradation(bench, make_kit, observer):

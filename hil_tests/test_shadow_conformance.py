@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from hil_tests.helpers import reported
+from hil_tests.helpers import ping, reported
 from host_tools.bench import clients, shadow_doc
 from host_tools.bench.layout import OPERATOR_CN
 from host_tools.bench.observer import Message
@@ -61,6 +61,17 @@ def _desired(observer, thing: str, settings: dict | None) -> dict:
     )
     assert suffix == "update/accepted", doc
     return doc
+
+
+def _refused_log_level(observer, kit) -> float:
+    """Desire an invalid log_level and wait for the device's refusal; when it was asked."""
+    t = time.time()
+    _desired(observer, kit.thing, {"log_level": "loud"})
+    bad = _device_accepted(
+        observer, kit.thing, lambda r: r.get("settings_rejected", {}).get("log_level"), 10, t
+    )
+    assert bad is not None, kit.console()
+    return t
 
 
 def _delta_of(doc: dict) -> dict:
@@ -174,12 +185,7 @@ def test_version_conflict_recovered(bench, make_kit, observer):
 def test_null_deletes_a_key(bench, make_kit, observer):
     kit = make_kit(bench, state="online")
     thing = kit.thing
-    t1 = time.time()
-    _desired(observer, thing, {"log_level": "loud"})
-    bad = _device_accepted(
-        observer, thing, lambda r: r.get("settings_rejected", {}).get("log_level"), 10, t1
-    )
-    assert bad is not None, kit.console()
+    _refused_log_level(observer, kit)
     assert "log_level" in observer.shadow_get(thing)["state"]["reported"]["settings_rejected"]
 
     # A valid value: the device reports settings_rejected.log_level = null, which deletes it.
@@ -271,14 +277,7 @@ def test_oversize_report_413_handled_without_retry_loop(bench, make_kit, observe
     con = kit.console()
     assert "session ended" not in con and kit.is_running()
     # Still serving: App #1 answers a ping after the refusal.
-    nonce = uuid.uuid4().hex
-    t2 = observer.publish(f"thingkit/{thing}/ping", {"id": nonce})
-    pong = observer.wait(
-        lambda m: m.topic == f"thingkit/{thing}/pong" and (m.json() or {}).get("id") == nonce,
-        5,
-        since=t2,
-    )
-    assert pong is not None, con
+    assert ping(observer, thing) is not None, con
 
 
 @pytest.mark.checklist("hw.shadow_validated")
@@ -342,12 +341,7 @@ def test_refused_value_does_not_start_a_delta_loop(bench, make_kit, observer):
     for ever. It reports a refusal once; the same delta again changes nothing to say."""
     kit = make_kit(bench, state="online")
     thing = kit.thing
-    t1 = time.time()
-    _desired(observer, thing, {"log_level": "loud"})
-    bad = _device_accepted(
-        observer, thing, lambda r: r.get("settings_rejected", {}).get("log_level"), 10, t1
-    )
-    assert bad is not None, kit.console()
+    t1 = _refused_log_level(observer, kit)
     time.sleep(3.0)  # long enough for a loop to show (one turn takes a few ms)
     updates = [
         m

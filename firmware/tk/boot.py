@@ -76,14 +76,13 @@ def parts(hal, cfg, boot_id, lean=False):
             _log.warn("App #2 off: %s", e)
         b = boardfile = None
         forget("board")
+    settings.configure([c["id"] for c in comps], cfg.telemetry_interval_s, cfg.diag_interval_s)
     app2 = None
     if comps:
         # Here, not at the top: not in RAM during NTP. Both before any App #2 object:
         # their long-lived code objects are made first, on the cleanest heap.
         from tk.app2 import App2
         from tk.outbox import Outbox
-    settings.configure([c["id"] for c in comps], cfg.telemetry_interval_s, cfg.diag_interval_s)
-    if comps:
         app2 = App2(None, cfg.thing_name, topics.telemetry, comps, hal, boot_id, buses)
     diag = Diag(None, cfg.thing_name, topics.diag, hal)
     diag.set_interval(cfg.diag_interval_s)

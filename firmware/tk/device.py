@@ -228,9 +228,8 @@ def _boot(hal, cfg):
     lean = False
     while True:
         from tk import boot as bootmod  # boot only: dropped once the device is set up
-        parts = None
         try:
-            parts = bootmod.start(hal, cfg, lean)
+            return bootmod.start(hal, cfg, lean)
         except MemoryError as e:
             if lean:
                 raise
@@ -239,10 +238,7 @@ def _boot(hal, cfg):
         finally:
             bootmod = None
             forget("boot")
-        if lean:  # boot imported them; nothing uses them now
-            _forget_app2()
-        if parts is not None:
-            return parts
+        _forget_app2()  # what the failed start loaded; a lean start loads none of it
         gc.collect()
 
 

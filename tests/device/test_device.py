@@ -425,3 +425,81 @@ def test_jitter_off_only_on_the_sim(mpy):
         out([cfg.backoff_jitter, boot.jitter(sim, cfg), boot.jitter(Board, cfg)])
     """)
     assert r == [False, False, True]
+
+
+# -- device.run: out of memory, the device goes on without App #2 --------------------------
+LEAN = """
+import time
+from hal import sim
+from tk import config, device
+from tk.app2 import App2
+from tk.diag import Diag
+from tkfakes import out
+
+cfg = config.load()
+cfg.backoff_base_ms, cfg.backoff_cap_ms = 10, 20
+SCRIPT = SCRIPT_
+seen = []
+
+class FakeSession:
+    def __init__(self, hal, cfg, boot, app2, diag):
+        if not SCRIPT:
+            raise KeyboardInterrupt   # not an Exception: ends run()
+        self.exc = SCRIPT.pop(0)
+        seen.append({"app2": app2 is not None, "degraded": boot.get("degraded")})
+    def open(self):
+        pass
+    def serve(self):
+        raise self.exc
+    def close(self):
+        pass
+
+a2 = App2(None, cfg.thing_name, b"t", [], sim, "b00t")
+diag = Diag(None, cfg.thing_name, b"d", sim)
+leans = []
+def parts(hal, cfg, boot_id, lean=False):
+    leans.append(lean)
+    if not lean and BOOT_OOM_:
+        raise MemoryError("test")
+    return (None if lean else a2), diag
+device.Session = FakeSession
+_forget = device.forget  # keep the patched tk.boot for the second start
+device.forget = lambda *names: _forget(*[n for n in names if n != "boot"])
+from tk import boot
+boot.parts = parts
+boot.sync_time = lambda hal, cfg: "ntp"
+try:
+    device.run(sim, cfg)
+except KeyboardInterrupt:
+    pass
+out({"leans": leans, "sessions": seen})
+"""
+
+
+def _lean(mpy, boot_oom: bool, script: str) -> tuple[str, dict]:
+    for name, data in CERTS.items():
+        mpy.write(name, data)
+    mpy.write("config.json", json.dumps(VALID))
+    out = mpy.run(LEAN.replace("SCRIPT_", script).replace("BOOT_OOM_", str(boot_oom)), timeout=60)
+    from .harness import parse_json_lines
+
+    [res] = parse_json_lines(out)
+    return out, res
+
+
+def test_out_of_memory_at_boot_starts_again_without_app2(mpy):
+    out, res = _lean(mpy, True, "[OSError(-1)]")
+    assert res["leans"] == [False, True], out
+    assert res["sessions"] == [{"app2": False, "degraded": "App #2 off: out of memory at boot"}]
+    assert "E device: out of memory at boot" in out
+
+
+def test_two_sessions_out_of_memory_drop_app2(mpy):
+    out, res = _lean(
+        mpy, False, "[MemoryError(), OSError(-1), MemoryError(), MemoryError(), OSError(-1)]"
+    )
+    assert res["leans"] == [False], out
+    # One MemoryError then another failure: the count starts again; two in a row: off.
+    assert [s["app2"] for s in res["sessions"]] == [True, True, True, True, False], out
+    assert res["sessions"][-1]["degraded"] == "App #2 off: out of memory"
+    assert out.count("App #2 off until the next boot") == 1
