@@ -10,6 +10,15 @@ import json
 import os
 import sys
 
+# A stock ESP32 image searches its frozen modules before /lib (sys.path is
+# ['', '.frozen', '/lib']) and freezes a umqtt.simple whose constructor differs from the
+# release thingkit pins and is tested with (1.4.0 in v1.24, 1.6.0-1.7.0 later). The
+# libraries deployed with the firmware come first, before anything imports them.
+_libs = [p for p in sys.path if p == "/lib" or p.endswith("/lib")]
+sys.path[:] = [p for p in sys.path if p == ""] + _libs + [
+    p for p in sys.path if p != "" and p not in _libs]
+del _libs
+
 _BOOT = "ota/boot.json"
 _MAX = 3  # tk.slots.MAX_BOOTS
 

@@ -208,8 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument(
                 "--mode",
                 choices=["romfs", "mpy", "source"],
-                default="romfs",
-                help="firmware as a ROMFS image (default), .mpy files or .py source",
+                default=None,
+                help="firmware as .mpy files (default: as thingkit deploy writes them to a "
+                "stock board), a ROMFS image (default for a board whose image has ROMFS) "
+                "or .py source",
             )
         if name == "set-time":
             sp.add_argument("when", nargs="?", help="'YYYY-MM-DD hh:mm:ss' UTC (default: now)")

@@ -8,6 +8,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
 BOARDS = REPO / "boards"
+# What the virtual kit's MicroPython image holds beyond the unix port (never on a board).
+SIM_IMAGE = REPO / "host_tools" / "kit" / "image"
 
 
 def state_home() -> Path:

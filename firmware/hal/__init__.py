@@ -14,5 +14,7 @@ def load():
     if sys.platform == "esp32":
         from hal import esp32 as board
     else:
-        from hal import sim as board
+        # The virtual kit: its board layer is part of the kit's image (on its path like
+        # a board's built-in modules), never of the firmware a board receives.
+        import sim_board as board
     return board

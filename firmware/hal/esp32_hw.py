@@ -1,5 +1,6 @@
 """Peripherals of an ESP32-family kit for the component drivers (tk.drivers): thin
-wrappers over machine, esp32 and neopixel. hal.sim_hw has the same functions, emulated.
+wrappers over machine, esp32 and neopixel. The virtual kit's sim_board.hw has the same
+functions, emulated.
 
     from hal import esp32_hw as hw
     bus = hw.i2c({"kind": "i2c", "id": 0, "sda": 21, "scl": 22, "freq": 400000})

@@ -4,8 +4,9 @@ Everything that differs between devices or clouds lives here, never in code: thi
 endpoint, port, certificate paths, NTP servers, backoff. The loader checks every field
 and raises ConfigError naming the field, so a bad file gives one clear console line.
 
-The only credentials it accepts are TLS certificate and key files (Appendix B): any
-user name, password, token or key field in the MQTT section is refused.
+The only credentials it accepts are TLS certificate and key files (Appendix B): a user
+name, password, token or other credential-like field anywhere in the file is refused
+(the Wi-Fi network's own key excepted), by the same rule ``thingkit audit`` applies.
 """
 import json
 import os
@@ -16,6 +17,19 @@ SCHEMA = 1
 # password, a token) would be a credential other than the TLS certificate.
 _MQTT_KEYS = ("endpoint", "port", "keepalive_s", "topic_prefix")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+# Field names that hold a credential other than the TLS certificate, compared in lower
+# case without "_", "-" or spaces, at any depth. thingkit audit reads this tuple from
+# this file (host_tools/audit/fleet.py): one rule on the device and on the host.
+CREDENTIAL_FIELDS = (
+    "user", "username", "userid", "login", "password", "passwd", "pass", "pwd",
+    "passphrase", "token", "accesstoken", "sessiontoken", "authtoken", "idtoken",
+    "refreshtoken", "jwt", "bearer", "authorization", "apikey", "secret", "secretkey",
+    "clientsecret", "accesskey", "accesskeyid", "secretaccesskey", "awsaccesskeyid",
+    "awssecretaccesskey", "credentials", "sastoken", "customauthorizer",
+    "customauthorizername", "authorizername", "tokenkeyname", "tokensignature",
+)
+# Objects whose fields are not cloud credentials: the Wi-Fi network's own key.
+NOT_CLOUD = ("wifi",)
 
 
 class ConfigError(Exception):
@@ -75,9 +89,33 @@ def Config(doc):
     return self
 
 
+def _credential(node, where):
+    """The path of the first credential-like field in ``node``, else None."""
+    if isinstance(node, list):
+        for item in node:
+            found = _credential(item, where)
+            if found:
+                return found
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            name = where + "." + k if where else k
+            norm = str(k).lower().replace("_", "").replace("-", "").replace(" ", "")
+            if norm in CREDENTIAL_FIELDS:
+                return name
+            if str(k).lower() not in NOT_CLOUD:
+                found = _credential(v, name)
+                if found:
+                    return found
+    return None
+
+
 def _fill(self, doc):
     if not isinstance(doc, dict):
         raise ConfigError("top level must be an object")
+    bad = _credential(doc, "")
+    if bad:
+        raise ConfigError("%s: a credential other than the TLS certificate; only "
+                          "certificates are accepted (Appendix B)" % bad)
     if doc.get("schema") != SCHEMA:
         raise ConfigError("schema must be %d, found %r" % (SCHEMA, doc.get("schema")))
     self.thing_name = _get(doc, "thing_name", str)

@@ -12,7 +12,12 @@ import time
 
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 _level = 20
-_T0 = time.ticks_ms()
+# Uptime is summed from tick differences: ticks wrap at 2**30 ms on ESP32 (12.4 days) and
+# ticks_diff changes sign at half that, so "now - boot" would turn negative after 6.2
+# days. Each call adds the time since the previous one, exact as long as calls come at
+# least every 6.2 days (every log line and diagnostics report makes one).
+_last = time.ticks_ms()
+_up = 0
 
 
 def set_level(name):
@@ -32,7 +37,12 @@ def level_name():
 
 
 def uptime_ms():
-    return time.ticks_diff(time.ticks_ms(), _T0)
+    """Milliseconds since boot (an int that outgrows a small int after 12.4 days)."""
+    global _last, _up
+    now = time.ticks_ms()
+    _up += time.ticks_diff(now, _last)
+    _last = now
+    return _up
 
 
 class Logger:

@@ -3,7 +3,11 @@
 MicroPython's ``ntptime`` exists on ESP32 but not on the unix port, and it fixes the
 port at 123; this one takes host and port and checks the reply's origin timestamp.
 
-    unix_seconds = sntp.query("pool.ntp.org", 123, timeout_ms=2000)
+    unix_ms = sntp.query("pool.ntp.org", 123, timeout_ms=2000)
+
+Integer arithmetic only: on ESP32 floats are single precision (24-bit mantissa), so a
+Unix time in seconds (~1.8e9) as a float is only exact to 128 s. Ints grow to
+arbitrary precision instead (a long int on a 32-bit port), so the result is exact.
 """
 import os
 import socket
@@ -26,7 +30,8 @@ def parse_server(spec):
 
 
 def query(host, port=123, timeout_ms=2000):
-    """Ask one server for the time; return Unix time in seconds (float).
+    """Ask one server for the time; return Unix time in milliseconds (int), half the
+    round trip added.
 
     Raises OSError on network errors or time-out and SNTPError on a bad reply.
     """
@@ -37,7 +42,7 @@ def query(host, port=123, timeout_ms=2000):
     req[40:48] = nonce  # transmit timestamp: echoed back as the origin timestamp
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s.settimeout(timeout_ms / 1000)
+        s.settimeout(timeout_ms / 1000)  # a float, but a small one: exact enough
         t0 = time.ticks_ms()
         s.sendto(req, addr)
         resp = s.recv(48)
@@ -59,4 +64,5 @@ def query(host, port=123, timeout_ms=2000):
     secs, frac = struct.unpack("!II", resp[40:48])
     if secs == 0:
         raise SNTPError("zero transmit timestamp")
-    return secs - _NTP_TO_UNIX + frac / 4294967296 + rtt_ms / 2000
+    # frac is 2**-32 s units: (frac * 1000) >> 32 is its whole milliseconds.
+    return (secs - _NTP_TO_UNIX) * 1000 + ((frac * 1000) >> 32) + rtt_ms // 2

@@ -23,14 +23,13 @@ def sync_once(hal, servers, timeout_ms=2000):
     for spec in servers:
         try:
             host, port = sntp.parse_server(spec)
-            t = sntp.query(host, port, timeout_ms)
+            t = (sntp.query(host, port, timeout_ms) + 500) // 1000  # int: exact on ESP32
         except Exception as e:  # OSError, SNTPError, bad spec
             _log.warn("ntp %s: %r", spec, e)
             continue
         before = clock.unix_s()
         hal.rtc_set(t)
-        _log.info("clock set from %s: %s (was off by %d s)", spec, clock.iso(int(t)),
-                  int(t) - before)
+        _log.info("clock set from %s: %s (was off by %d s)", spec, clock.iso(t), t - before)
         return spec
     return None
 

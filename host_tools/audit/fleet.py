@@ -9,6 +9,7 @@ relative to that root (``certs/device.crt.der``).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -20,48 +21,27 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from host_tools.audit.rules import Finding
+from host_tools.paths import FIRMWARE
 
 CONFIG_NAME = "config.json"
 DEFAULT_CERT = "certs/device.crt.der"
-# Field names (lower case, without '_' and '-') of credentials other than a certificate.
-_CREDENTIAL_FIELDS = {
-    "user",
-    "username",
-    "userid",
-    "login",
-    "password",
-    "passwd",
-    "pass",
-    "pwd",
-    "passphrase",
-    "token",
-    "accesstoken",
-    "sessiontoken",
-    "authtoken",
-    "idtoken",
-    "refreshtoken",
-    "jwt",
-    "bearer",
-    "authorization",
-    "apikey",
-    "secret",
-    "secretkey",
-    "clientsecret",
-    "accesskey",
-    "accesskeyid",
-    "secretaccesskey",
-    "awsaccesskeyid",
-    "awssecretaccesskey",
-    "credentials",
-    "sastoken",
-    "customauthorizer",
-    "customauthorizername",
-    "authorizername",
-    "tokenkeyname",
-    "tokensignature",
-}
-# Objects whose fields are not cloud credentials: the Wi-Fi network's own key.
-_NOT_CLOUD = {"wifi"}
+
+
+def _firmware_rule() -> tuple[frozenset[str], frozenset[str]]:
+    """The device's own rule (firmware/tk/config.py: CREDENTIAL_FIELDS, NOT_CLOUD), read
+    from its source: the audit flags exactly the fields the firmware refuses."""
+    tree = ast.parse((FIRMWARE / "tk" / "config.py").read_text())
+    found = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id in ("CREDENTIAL_FIELDS", "NOT_CLOUD"):
+            found[target.id] = frozenset(ast.literal_eval(node.value))
+    return found["CREDENTIAL_FIELDS"], found["NOT_CLOUD"]
+
+
+# Field names (lower case, without '_', '-' or spaces) of credentials other than a
+# certificate; objects whose fields are not cloud credentials (the Wi-Fi network's key).
+_CREDENTIAL_FIELDS, _NOT_CLOUD = _firmware_rule()
 
 
 @dataclass

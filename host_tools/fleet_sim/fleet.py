@@ -212,8 +212,8 @@ class Fleet:
     def _install(self, things: list[str], heap: str, firmware: Path) -> None:
         """Build the firmware once, then give each kit a copy and its device tree."""
         tpl = SimKit(self.root / "template", heap=heap)
-        tpl.install_firmware(source=firmware)
         tpl.install_board("sim")
+        tpl.install_firmware(source=firmware)
         tpl.calibrate()
         ids = self.root / "ids" / "devices"
         for thing in things:

@@ -29,7 +29,7 @@ def create_sim_kit(
     kits_root: Path,
     thing: str,
     heap: str = DEFAULT_HEAP,
-    mode: str = "romfs",
+    mode: str | None = None,
     board: str = "sim",
     ota_key: Path | None = None,
     **config: object,
@@ -41,8 +41,8 @@ def create_sim_kit(
     (host_tools.ota.keys.bench_key_path).
     """
     kit = SimKit(Path(kits_root) / thing, heap=heap)
-    kit.install_firmware(mode=mode)
     kit.install_board(board)
+    kit.install_firmware(mode=mode)  # None: as the board's image runs code (mpy or ROMFS)
     kit.calibrate()
     cfg = bench_config(bench, thing, **config)
     ident = provision_device(

@@ -14,7 +14,7 @@ _img_path, _flash = sys.argv[1], sys.argv[2]
 
 def _pick_image(ota0):
     # The bootloader's OTA step (ESP-IDF with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE), on
-    # files beside the kit (firmware/hal/sim_partition.py): a "new" image is booted
+    # files beside the kit (host_tools/kit/image/sim_board/partitions.py): a "new" image is booted
     # once as "pending_verify"; found still pending at the next boot (the app did not
     # call mark_app_valid_cancel_rollback), it is "aborted" and the other slot boots.
     import json

@@ -1,6 +1,7 @@
 # Measures what the virtual kit's simulated hardware costs in the GC heap, so that the
 # kit runner can reserve it (as it reserves the ROMFS image): a board spends nothing on
-# emulating its own sensors. Runs on the MicroPython unix port under rom_boot.py, with
+# emulating its own sensors. Runs on the MicroPython unix port (under rom_boot.py for a
+# ROMFS kit), with
 # the kit's environment; prints one line "SIM_HW_BYTES <n>".
 import gc
 import json
@@ -8,6 +9,7 @@ import os
 
 gc.collect()
 a0 = gc.mem_alloc()
+import time  # noqa: F401  (the port's stand-in, image/port/time.py, where it is on the path)
 import hal
 
 b = hal.load()

@@ -8,18 +8,22 @@ from pathlib import Path
 import pytest
 
 from host_tools.errors import UserError
+from host_tools.paths import SIM_IMAGE
 
 from .harness import FIRMWARE, MPY_HELPERS, MicroPython, umqtt_lib_dir
 
 
 @pytest.fixture(scope="session")
 def mpy_path() -> list[Path]:
-    """MICROPYPATH entries (without .frozen): firmware, its lib, umqtt 1.3.4, fakes."""
+    """MICROPYPATH entries (without .frozen): firmware, its lib, umqtt 1.3.4, fakes, and
+    the virtual kit's image: the ESP32 port's ``time`` (30-bit ticks close to their wrap,
+    the 2000 epoch) and the sim board layer. The path is the one firmware/main.py leaves:
+    the device's libraries before the image's frozen modules."""
     try:
         umqtt = umqtt_lib_dir()
     except UserError as e:  # not fetched yet and no network, or a hash mismatch
         pytest.fail(f"umqtt.simple 1.3.4 unavailable: {e}", pytrace=False)
-    return [FIRMWARE, FIRMWARE / "lib", umqtt, MPY_HELPERS]
+    return [FIRMWARE, FIRMWARE / "lib", umqtt, MPY_HELPERS, SIM_IMAGE / "port", SIM_IMAGE]
 
 
 @pytest.fixture

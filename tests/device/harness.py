@@ -4,7 +4,8 @@ The ``mpy`` fixture (see conftest.py) is a :class:`MicroPython`: call it with a 
 and it runs ``micropython snippet.py`` in the test's temporary directory (which plays the
 device's filesystem: config.json, certificates) with MICROPYPATH set to::
 
-    firmware : firmware/lib : <umqtt.simple 1.3.4>/lib : tests/device/mpy : .frozen
+    firmware : firmware/lib : <umqtt.simple 1.3.4>/lib : tests/device/mpy
+        : host_tools/kit/image/port : host_tools/kit/image : .frozen
 
 It returns stdout. A snippet that exits non-zero, prints a traceback or runs over its
 time-out fails the test and shows the output. Snippets report results with

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from .harness import FIRMWARE
+
 CERTS = {
     "certs/cert.der": b"\x30\x82cert",
     "certs/key.der": b"\x30\x82key",
@@ -225,35 +227,64 @@ def test_thing_name_of_64_chars_is_accepted(mpy):
     assert load(mpy, with_change("thing_name", "k" * 64))["ok"]["thing_name"] == "k" * 64
 
 
+CREDENTIAL = "a credential other than the TLS certificate; only certificates are accepted (Appendix B)"
+
+
 @pytest.mark.parametrize(
-    "key",
+    "field",
     [
+        "mqtt.password",
+        "mqtt.username",
+        "mqtt.user",
+        "mqtt.pass",
+        "mqtt.token",
+        "mqtt.secret",
+        "mqtt.api_key",
+        "mqtt.access_key",
+        "mqtt.Password",
+        "mqtt.TOKEN",
+        "mqtt.passwd",
+        "mqtt.access_token",
+        "mqtt.auth_token",
+        "mqtt.client_secret",
+        # Anywhere in the file, not only in the MQTT section (the audit's rule).
         "password",
-        "username",
-        "user",
-        "pass",
-        "token",
-        "secret",
-        "api_key",
-        "access_key",
-        "Password",
-        "TOKEN",
+        "Pass-Word",
+        "ntp.token",
+        "backoff.aws_secret_access_key",
+        "tls.credentials",
     ],
 )
-def test_credential_keys_in_mqtt_refused(mpy, key):
-    assert load(mpy, with_change(f"mqtt.{key}", "hunter2")) == {
-        "error": f"mqtt.{key}: unknown field; only TLS certificates may be used as credentials"
-    }
+def test_credential_keys_anywhere_refused(mpy, field):
+    assert load(mpy, with_change(field, "hunter2")) == {"error": f"{field}: {CREDENTIAL}"}
 
 
-@pytest.mark.parametrize(
-    "key", ["passwd", "access_token", "auth_token", "client_secret", "private_key"]
-)
-def test_other_credential_like_keys_in_mqtt_refused(mpy, key):
+def test_credential_key_inside_a_list_refused(mpy):
+    doc = with_change("extra", [{"name": "x"}, {"auth": {"bearer": "abc"}}])
+    assert load(mpy, doc) == {"error": f"extra.auth.bearer: {CREDENTIAL}"}
+
+
+def test_wifi_password_is_not_a_cloud_credential(mpy):
+    assert load(mpy, with_change("wifi", {"ssid": "lab", "password": "x", "psk": "y"}))["ok"]
+
+
+@pytest.mark.parametrize("key", ["private_key", "client_cert", "host"])
+def test_other_unknown_mqtt_keys_refused(mpy, key):
     r = load(mpy, with_change(f"mqtt.{key}", "hunter2"))
     assert r == {
         "error": f"mqtt.{key}: unknown field; only TLS certificates may be used as credentials"
     }
+
+
+def test_device_and_audit_share_one_credential_rule():
+    # thingkit audit reads the firmware's own tuple: the same fields are refused on the
+    # device and flagged on the host.
+    from host_tools.audit import fleet
+
+    src = (FIRMWARE / "tk" / "config.py").read_text()
+    assert "CREDENTIAL_FIELDS = (" in src
+    assert "password" in fleet._CREDENTIAL_FIELDS and "accesskeyid" in fleet._CREDENTIAL_FIELDS
+    assert fleet._NOT_CLOUD == frozenset({"wifi"})
 
 
 @pytest.mark.parametrize(

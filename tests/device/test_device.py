@@ -10,7 +10,7 @@ from .test_config import CERTS, VALID
 
 PRE = """
 import json, time
-from hal import sim
+import sim_board as sim
 from tk import config, device, log
 from tkfakes import out, err, FakeMQTT, ShadowService
 
@@ -321,7 +321,7 @@ def test_no_pingresp_over_tcp_ends_the_session(mpy):
 # -- device.run: backoff after kicks, readings while offline -------------------------------
 RUN = """
 import errno, time
-from hal import sim
+import sim_board as sim
 from tk import config, device
 from tk.app2 import App2
 from tk.diag import Diag
@@ -421,7 +421,7 @@ def test_jitter_off_only_on_the_sim(mpy):
         cfg = config.load()
         class Board:
             NAME = "esp32"
-        from hal import sim
+        import sim_board as sim
         out([cfg.backoff_jitter, boot.jitter(sim, cfg), boot.jitter(Board, cfg)])
     """)
     assert r == [False, False, True]
@@ -430,7 +430,7 @@ def test_jitter_off_only_on_the_sim(mpy):
 # -- device.run: out of memory, the device goes on without App #2 --------------------------
 LEAN = """
 import time
-from hal import sim
+import sim_board as sim
 from tk import config, device
 from tk.app2 import App2
 from tk.diag import Diag

@@ -1,4 +1,4 @@
-"""tk.drivers: every component driver against the virtual kit's emulated parts (hal.sim_hw),
+"""tk.drivers: every component driver against the virtual kit's emulated parts (sim_board.hw),
 on the unix port; plus hal.esp32_hw against fake machine/esp32/neopixel modules, and
 mpy-cross over every module."""
 
@@ -136,7 +136,7 @@ BOARD = {
 
 PRELUDE = """
 import json, os
-from hal import sim_hw as hw
+from sim_board import hw
 from tk import drivers
 from tkfakes import out, err, hx
 
@@ -336,7 +336,7 @@ def test_bme280_integer_compensation_agrees_with_datasheet_double_formulas(kit):
     # double-precision ones (appendix 8.1), with the same calibration, over the ADC range.
     r = kit(
         """
-        from hal import sim_bme280 as emu
+        from sim_board import bme280 as emu
         d = dev('env')
         d.read()
         worst = [0.0, 0.0, 0.0]
@@ -360,7 +360,7 @@ def test_bme280_integer_compensation_agrees_with_datasheet_double_formulas(kit):
 # The datasheet's integer compensation with C semantics (int32/int64 wrap-around, division
 # truncating toward zero), evaluated on the host as the reference for the driver, which
 # splits the 64-bit products to stay within MicroPython's small ints.
-CAL_T = (27504, 26435, -1000)  # the emulator's calibration (hal/sim_bme280.py)
+CAL_T = (27504, 26435, -1000)  # the emulator's calibration (sim_board/bme280.py)
 CAL_P = (36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000)
 CAL_H = (75, 370, 0, 313, 50, 30)
 
@@ -736,7 +736,7 @@ def test_every_component_of_the_sim_board_reads(mpy):
     r = mpy.one(
         """
         import json
-        from hal import sim_hw as hw
+        from sim_board import hw
         from tk import drivers
         from tkfakes import out
         comps = json.load(open("board.json"))["components"]
@@ -757,7 +757,7 @@ def test_every_component_of_the_sim_board_reads(mpy):
 
 
 def test_board_layer_hal_sim_offers_the_peripherals(mpy):
-    # The wiring in hal/sim.py: the board module App #2 gets is enough for every driver.
+    # The wiring in sim_board/__init__.py: the board module App #2 gets is enough for every driver.
     mpy.write("board.json", json.dumps(BOARD))
     r = mpy.one(
         """

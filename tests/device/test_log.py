@@ -128,3 +128,30 @@ def test_uptime_counts_from_import(mpy):
         out([a, log.uptime_ms()])
     """)
     assert 0 <= r[0] < 1000 and r[1] - r[0] >= 50
+
+
+def test_uptime_runs_past_the_tick_wrap(mpy):
+    # ESP32 ticks wrap at 2**30 ms and ticks_diff changes sign at 2**29 (6.2 days). A
+    # stand-in ``time`` (the port's wrap arithmetic, ticks moved by the test) runs the
+    # clock 30 days forward in 1-day steps, crossing the wrap and the sign change twice.
+    r = mpy.one("""
+        import sys
+        import time as port
+        class Ticks:
+            now = (1 << 30) - 5000   # 5 s before the wrap at boot
+            ticks_ms = staticmethod(lambda: Ticks.now)
+            ticks_diff = staticmethod(port.ticks_diff)
+            ticks_add = staticmethod(port.ticks_add)
+        sys.modules["time"] = Ticks
+        from tk import log
+        from tkfakes import out
+        seen = []
+        for day in range(30):
+            Ticks.now = port.ticks_add(Ticks.now, 86400000)
+            seen.append(log.uptime_ms())
+        out({"days": [u // 86400000 for u in seen], "exact": seen[-1] == 30 * 86400000,
+             "ticks_below_2_30": Ticks.now < (1 << 30)})
+    """)
+    assert r["days"] == list(range(1, 31))
+    assert r["exact"] is True
+    assert r["ticks_below_2_30"] is True

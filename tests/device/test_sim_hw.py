@@ -1,5 +1,5 @@
-"""hal.sim_hw and its emulators (hal.sim_state, sim_i2c, sim_bme280, sim_sht31,
-sim_mpu6886, sim_axp192), register by register, on the unix port."""
+"""sim_board.hw and its emulators (sim_board.state, i2c_bus, bme280, sht31,
+mpu6886, axp192), register by register, on the unix port."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .test_drivers import BOARD
 
 PRELUDE = """
 import json, os, time
-from hal import sim_hw as hw, sim_state
+from sim_board import hw, state as sim_state
 from tkfakes import out, err, hx
 
 BOARD = json.load(open("board.json"))
@@ -96,7 +96,7 @@ def test_without_a_state_file_every_part_is_present_with_defaults(mpy):
     mpy.write("board.json", json.dumps(BOARD))
     r = mpy.one(
         """
-        from hal import sim_hw as hw
+        from sim_board import hw
         from tkfakes import out
         bus = hw.i2c({"id": 0})
         out([bus.scan(), hw.mcu_temperature(), hw.pin_in(0).value(), hw.adc(34).read_uv()])
@@ -108,7 +108,7 @@ def test_without_a_state_file_every_part_is_present_with_defaults(mpy):
 
 def test_without_a_board_the_bus_is_empty(mpy):
     r = mpy.one("""
-        from hal import sim_hw as hw
+        from sim_board import hw
         from tkfakes import out
         out([hw.i2c({"id": 0}).scan(), hw.pin_in(0).value(), hw.pin_in(0, False).value()])
     """)
@@ -332,7 +332,7 @@ def test_bme280_chip_id_fault_applies_while_plugged(sim):
 def test_bme280_emulator_solver_hits_targets_in_double_precision(sim):
     r = sim(
         """
-        from hal import sim_bme280 as e
+        from sim_board import bme280 as e
         res = []
         for t in (-40.0, 0.0, 21.5, 85.0):
             a = e.solve(lambda x: e.comp_t(x)[0], t, 20, 20)
@@ -357,7 +357,7 @@ def test_bme280_emulator_solver_hits_targets_in_double_precision(sim):
 def test_sht31_emulator_protocol(sim):
     r = sim(
         """
-        from hal import sim_sht31
+        from sim_board import sht31 as sim_sht31
         buf = bytearray(6)
         res = [sim_sht31.crc8(b"\\xbe\\xef")]
         res.append(attempt(lambda: BUS.readfrom_into(0x44, buf)))   # nothing measured
@@ -384,7 +384,7 @@ def test_sht31_emulator_protocol(sim):
 def test_sht31_bad_crc_fault(sim):
     r = sim(
         """
-        from hal import sim_sht31
+        from sim_board import sht31 as sim_sht31
         BUS.writeto(0x44, b"\\x24\\x00")
         time.sleep_ms(16)
         b = BUS.readfrom(0x44, 6)

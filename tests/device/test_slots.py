@@ -116,7 +116,7 @@ def test_sim_partition_set_boot_and_confirm(mpy) -> None:
     out = mpy.json(
         """
         import json
-        from hal.sim_partition import Partition
+        from sim_board.partitions import Partition
         from tkfakes import out
         run = Partition(Partition.RUNNING)
         nxt = run.get_next_update()

@@ -22,7 +22,7 @@ from tkfakes import out, err
 t0 = time.ticks_ms()
 try:
     t = sntp.query("127.0.0.1", {port}, timeout_ms={timeout_ms})
-    out({{"t": "%.6f" % t, "ms": time.ticks_diff(time.ticks_ms(), t0)}})
+    out({{"t": t, "int": isinstance(t, int), "ms": time.ticks_diff(time.ticks_ms(), t0)}})
 except Exception as e:
     out({{"error": err(e), "ms": time.ticks_diff(time.ticks_ms(), t0)}})
 """
@@ -71,7 +71,8 @@ def test_query_returns_server_time(mpy, sntp_server, offset_s):
     r = query(mpy, srv.port)
     after = time.time()
     assert "error" not in r, r
-    t = float(r["t"])
+    assert r["int"] is True  # integer milliseconds: exact on ESP32's 32-bit floats
+    t = r["t"] / 1000
     assert before + offset_s - 1 <= t <= after + offset_s + 1
     log = request_log(control)[seen:]
     assert len(log) == 1 and log[0].endswith(" answered")
@@ -106,13 +107,31 @@ def ntp_reply(
     return pkt[:length] if length <= 48 else pkt + bytes(length - 48)
 
 
+@pytest.mark.parametrize(
+    "secs, frac, want_ms",
+    [
+        # 2026-12-03 10:00:00.999 and one that a float32 (24-bit mantissa) would round by
+        # up to 64 s: the result must be exact to the millisecond.
+        (1796292000, 4290672329, 1796292000999),
+        (1796292063, 0x80000000, 1796292063500),
+        (4294967295 - NTP_TO_UNIX, 0, (4294967295 - NTP_TO_UNIX) * 1000),  # era 0's last second
+    ],
+)
+def test_time_is_exact_integer_milliseconds(mpy, secs, frac, want_ms):
+    with CraftedUDPServer(lambda req: ntp_reply(req, tx=(secs + NTP_TO_UNIX, frac))) as srv:
+        r = query(mpy, srv.port)
+    assert r["int"] is True, r
+    # Half the round trip on loopback is a few ms at most.
+    assert want_ms <= r["t"] <= want_ms + 20
+
+
 def test_request_bytes_and_good_reply(mpy):
     with CraftedUDPServer(lambda req: ntp_reply(req)) as srv:
         r1 = query(mpy, srv.port)
         query(mpy, srv.port)
     assert "error" not in r1, r1
     # Transmit timestamp 2030-01-01 00:00:00.5, plus half the (tiny) round trip.
-    assert T_2030 + 0.5 <= float(r1["t"]) < T_2030 + 0.55
+    assert T_2030 * 1000 + 500 <= r1["t"] < T_2030 * 1000 + 550
     assert len(srv.requests) == 2
     for req in srv.requests:
         assert len(req) == 48
@@ -125,7 +144,7 @@ def test_longer_reply_with_extension_is_accepted(mpy):
     with CraftedUDPServer(lambda req: ntp_reply(req, length=68)) as srv:
         r = query(mpy, srv.port)
     assert "error" not in r, r
-    assert abs(float(r["t"]) - (T_2030 + 0.5)) < 0.05
+    assert abs(r["t"] - (T_2030 * 1000 + 500)) < 50
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def test_parse_kit_commands() -> None:
         Path("r"),
     )
     a = parse("kit", "create", "kit-1")
-    assert (a.heap, a.mode) == (None, "romfs")
+    assert (a.heap, a.mode) == (None, None)
     for sub, func in (
         ("start", cli.cmd_kit_start),
         ("stop", cli.cmd_kit_stop),

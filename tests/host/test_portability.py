@@ -43,7 +43,8 @@ MICROPYTHON_MODULES = {
     "time",
     "vfs",
 }
-OWN = {"tk", "hal", "umqtt", "ussl"}
+# sim_board: the virtual kit's board layer, part of the kit's image (never deployed).
+OWN = {"tk", "hal", "umqtt", "ussl", "sim_board"}
 
 FILES = sorted(p for p in FIRMWARE.rglob("*.py"))
 

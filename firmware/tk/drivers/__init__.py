@@ -6,7 +6,7 @@
     d.read()                               # {"temperature": 21.5, ...}
     d.write(True)                          # outputs only (led, neopixel)
 
-``hw`` is the board layer (hal.esp32 or hal.sim): it hands out the hardware handles a
+``hw`` is the board layer (hal.esp32, or sim_board on the virtual kit): it hands out the hardware handles a
 driver needs (``hw.i2c(bus)``, ``hw.pin_in(n)``, ``hw.adc(n)``, ...), so every driver
 runs unchanged on an ESP32 and on the virtual kit, where the parts are emulated.
 

@@ -8,7 +8,8 @@ Writing the RTC file moves the clock of this process, and of Mbed TLS inside it,
 setting the RTC does on an ESP32.
 """
 import os
-import time
+
+import utime  # the unix port's own time (1970 epoch), whatever port/time.py emulates
 
 NAME = "sim"
 
@@ -22,7 +23,7 @@ def rtc_set(unix_seconds):
     path = os.getenv("TK_SIM_RTC")
     if not path:
         raise OSError("TK_SIM_RTC not set: the virtual kit has no RTC")
-    t = time.gmtime(int(unix_seconds))  # the unix port's epoch is 1970
+    t = utime.gmtime(int(unix_seconds))
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write("@%04d-%02d-%02d %02d:%02d:%02d\n" % t[:6])
@@ -38,7 +39,7 @@ def reset_cause():
 
 
 def running_slot():
-    # The firmware partition the kit's boot step chose: sim_partition.running_label(),
+    # The firmware partition the kit's boot step chose: sim_board.partitions.running_label(),
     # read here so that the emulated partition table is loaded only during an update.
     import json
     try:
@@ -56,7 +57,7 @@ def reboot():
 
 def partition():
     """esp32.Partition, emulated with files beside the kit."""
-    from hal.sim_partition import Partition
+    from sim_board.partitions import Partition
     return Partition
 
 
@@ -76,5 +77,5 @@ def rssi():
         return -55
 
 
-# Peripherals: emulated register by register (hal/sim_hw.py), so the real drivers run.
-from hal.sim_hw import adc, i2c, mcu_temperature, neopixel, pin_in, pin_out, touch  # noqa: E402,F401
+# Peripherals: emulated register by register (sim_board/hw.py), so the real drivers run.
+from sim_board.hw import adc, i2c, mcu_temperature, neopixel, pin_in, pin_out, touch  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """What the virtual kit's parts sense, and where they sit on the board.
 
-    from hal import sim_state
+    from sim_board import state as sim_state
     sim_state.poll()                       # pick up a changed state file (cheap)
     sim_state.value(comp, "temperature", 22.0)
     sim_state.present(comp)                # False once listed in "unplugged"

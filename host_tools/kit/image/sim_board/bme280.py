@@ -1,6 +1,6 @@
-"""Register-level BME280 emulator for the virtual kit (see hal.sim_i2c).
+"""Register-level BME280 emulator for the virtual kit (see sim_board.i2c_bus).
 
-    dev = Device(comp)    # comp: the board component; values come from hal.sim_state
+    dev = Device(comp)    # comp: the board component; values come from sim_board.state
 
 It holds calibration constants in 0x88..0xA1 / 0xE1..0xE7 like a real part and, on a
 forced-mode trigger (ctrl_meas mode 01 or 10), puts raw ADC values in 0xF7..0xFE that
@@ -16,8 +16,8 @@ Faults: state "chip_id" changes register 0xD0.
 """
 import time
 
-from hal import sim_state
-from hal.sim_i2c import RegDevice
+from sim_board import state as sim_state
+from sim_board.i2c_bus import RegDevice
 
 # Calibration: the values of Bosch's worked example (T, P) and of a typical part (H).
 T1, T2, T3 = 27504, 26435, -1000

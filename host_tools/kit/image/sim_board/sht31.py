@@ -1,4 +1,4 @@
-"""SHT31 (SHT3x-DIS) emulator for the virtual kit (see hal.sim_i2c).
+"""SHT31 (SHT3x-DIS) emulator for the virtual kit (see sim_board.i2c_bus).
 
 A command device, not a register file: a write is a 16-bit command. A single-shot
 measurement command (0x2400/0B/16, 0x2C06/0D/10) makes the result ready after the
@@ -12,7 +12,7 @@ import time
 
 from micropython import const
 
-from hal import sim_state
+from sim_board import state as sim_state
 
 _ENODEV = const(19)
 _MEASURE = {0x2400: 13, 0x240B: 5, 0x2416: 3, 0x2C06: 13, 0x2C0D: 5, 0x2C10: 3}  # ms typ.

@@ -1,4 +1,4 @@
-"""MPU-6886 emulator for the virtual kit (see hal.sim_i2c).
+"""MPU-6886 emulator for the virtual kit (see sim_board.i2c_bus).
 
 Registers: WHO_AM_I 0x75 = 0x19 (state "chip_id" changes it), PWR_MGMT_1 0x6B (reset
 value 0x41: asleep; writing bit 7 resets every register), GYRO_CONFIG 0x1B and
@@ -6,8 +6,8 @@ ACCEL_CONFIG 0x1C (full scale in bits 4:3), data 0x3B..0x48 (big-endian signed w
 accel, temperature, gyro) made from the state file's values at the configured scales.
 While asleep the data registers keep their last values (zero after power-up).
 """
-from hal import sim_state
-from hal.sim_i2c import RegDevice
+from sim_board import state as sim_state
+from sim_board.i2c_bus import RegDevice
 
 _ACCEL = ("accel_x", "accel_y", "accel_z")
 _GYRO = ("gyro_x", "gyro_y", "gyro_z")

@@ -1,13 +1,13 @@
 """An emulated I2C bus for the virtual kit, with the machine.I2C methods drivers use.
 
-    from hal import sim_i2c
+    from sim_board import i2c_bus
     bus = sim_i2c.SimI2C(0)              # the board's bus with "id": 0
     bus.scan()                           # [104, 118]
     bus.log = []                         # record writes: [(addr, bytes on the wire)]
     bus.readfrom_mem_into(0x76, 0xD0, buf)
 
 The devices on the bus are the board's components on it (sim_state: board.json),
-each emulated register by register by ``hal.sim_<driver>.Device`` (imported when first
+each emulated register by register by ``sim_board.<driver>.Device`` (imported when first
 needed). A component listed in the state file's "unplugged" does not answer: every
 transfer to its address raises OSError(19) (ENODEV), as machine.I2C does on an ESP32
 when an address is not acknowledged. Plugging it back powers up a fresh device, with its
@@ -15,7 +15,7 @@ registers at their reset values, as a real part that lost power.
 """
 from micropython import const
 
-from hal import sim_state
+from sim_board import state as sim_state
 
 _ENODEV = const(19)
 
@@ -66,10 +66,10 @@ class RegDevice:
 def _make(comp):
     """A powered-up emulator for the component, or None if there is no emulator."""
     try:
-        mod = __import__("hal.sim_" + comp.get("driver", ""), None, None, ("Device",))
+        mod = __import__("sim_board." + comp.get("driver", ""), None, None, ("Device",))
     except ImportError:
         return None
-    make = getattr(mod, "Device", None)  # hal.sim_hw, sim_state, ... are not emulators
+    make = getattr(mod, "Device", None)  # sim_board.hw, sim_state, ... are not emulators
     if make is None:
         return None
     dev = make(comp)

@@ -1,22 +1,22 @@
 """Peripherals of the virtual kit: the same functions as hal.esp32_hw, emulated, so the
 real drivers (tk.drivers) run unchanged on the MicroPython unix port.
 
-    from hal import sim_hw as hw
+    from sim_board import hw
     bus = hw.i2c({"kind": "i2c", "id": 0, "sda": 21, "scl": 22, "freq": 400000})
     hw.pin_in(0).value()        # 0 while the state file says the button is pressed
     hw.adc(34).read_uv()        # 1200000 for {"adc0": {"voltage": 1.2}}
     hw.mcu_temperature()        # 40.0 unless the state file says otherwise
     hw.output(2)                # tests: the level last written to pin 2 (or None)
 
-What each part senses comes from the state file ($TK_SIM_HW, see hal.sim_state), keyed
+What each part senses comes from the state file ($TK_SIM_HW, see sim_board.state), keyed
 by the component id of board.json ($TK_SIM_BOARD, default ./board.json); the board maps
 pins and bus addresses to components. I2C devices are emulated register by register
-(hal.sim_i2c and hal.sim_<driver>). Outputs (LED pins, NeoPixels) are kept in memory.
+(sim_board.i2c_bus and sim_board.<driver>). Outputs (LED pins, NeoPixels) are kept in memory.
 Defaults when the state file says nothing: button not pressed, ADC 1.0 V, touch 600,
 MCU 40.0 C; the sensors' defaults are in their emulators (22.0 C, 45 %RH, 1013.25 hPa,
 accel (0, 0, 1) g).
 """
-from hal import sim_state
+from sim_board import state as sim_state
 
 _EMPTY = {}
 _buses = {}  # bus id -> SimI2C
@@ -34,7 +34,7 @@ def i2c(bus):
     n = bus["id"]
     b = _buses.get(n)
     if b is None:
-        from hal.sim_i2c import SimI2C
+        from sim_board.i2c_bus import SimI2C
         b = SimI2C(n)
         _buses[n] = b
     return b

@@ -1,12 +1,12 @@
-"""AXP192 power manager emulator for the virtual kit (see hal.sim_i2c).
+"""AXP192 power manager emulator for the virtual kit (see sim_board.i2c_bus).
 
 Registers: IC type 0x03 = 0x03 (state "chip_id" changes it), status 0x01 (bit 5
 battery present, bit 6 charging: state "charging"), ADC enable 0x82 (0 at power-up
 here, so a driver must set bit 7), battery voltage 0x78/0x79 (12 bits, 1.1 mV per LSB;
 state "voltage" or "battery_voltage", default 3.9 V), which read 0 while that ADC is off.
 """
-from hal import sim_state
-from hal.sim_i2c import RegDevice
+from sim_board import state as sim_state
+from sim_board.i2c_bus import RegDevice
 
 
 class Device(RegDevice):
