@@ -37,7 +37,6 @@ from provisioning.ca import CertificateAuthority
 from provisioning.fleet import FleetSpec, provision_fleet
 from provisioning.manifest import assign_names, generated_records
 
-PARTITION = 0xE0000  # esp32-devkitc's vfs partition
 TARGET = 0.60
 
 
@@ -148,12 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         ca = CertificateAuthority.create(work / "ca", "Benchmark fleet")
         raw = raw_loop(ca, args.raw_count)
         ossl = openssl_loop(ca, args.openssl_count, work / "openssl")
-        spec = FleetSpec(
-            endpoint="abc123-ats.iot.eu-west-1.amazonaws.com",
-            region="eu-west-1",
-            board="esp32-devkitc",
-            partition_size=PARTITION,
-            fs_offset=0x320000,
+        spec = FleetSpec.for_board(
+            "abc123-ats.iot.eu-west-1.amazonaws.com", "esp32-devkitc", region="eu-west-1"
         )
         recs, _ = assign_names(generated_records(args.count, "esp32-devkitc"))
         res = provision_fleet(

@@ -19,8 +19,8 @@ appended, which were never written anywhere.
 
 Example::
 
-    spec = FleetSpec(endpoint=endpoint, board="esp32-devkitc",
-                     partition_size=0xE0000, fs_offset=0x320000)
+    spec = FleetSpec.for_board(endpoint, "esp32-devkitc")   # vfs 0x200000 + 2 MiB
+
     result = provision_fleet(ca, spec, records, Path("out/batch-7"), server_ca_der)
     print(result.summary())
 """
@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
@@ -70,6 +70,34 @@ class FleetError(Exception):
     """A fleet run cannot start (bad spec, or the directory belongs to another fleet)."""
 
 
+def _with_board_filesystem(spec: FleetSpec) -> FleetSpec:
+    """``spec`` with the filesystem offset and size of its board's definition filled in.
+
+    Raises:
+        FleetError: the spec gives an offset or size that is not the board's, or names a
+            board that does not load and gives no size.
+    """
+    if not spec.board:
+        return spec
+    from host_tools.boards.registry import load_board
+    from host_tools.errors import UserError
+
+    try:
+        board = load_board(spec.board)
+    except UserError as exc:
+        if spec.partition_size > 0:
+            return spec  # a board file we cannot read here; the caller gave the layout
+        raise FleetError(f"board {spec.board}: {exc}") from exc
+    size, offset = board.filesystem_size(), board.filesystem_offset()
+    if (spec.partition_size or size, spec.fs_offset or offset) != (size, offset):
+        raise FleetError(
+            f"filesystem 0x{spec.fs_offset:x}+0x{spec.partition_size:x} is not board "
+            f"{board.id}'s (vfs 0x{offset:x}+0x{size:x}); leave partition_size and fs_offset "
+            "out to take the board's"
+        )
+    return replace(spec, partition_size=size, fs_offset=offset)
+
+
 @dataclass(frozen=True)
 class FleetSpec:
     """What every device of one fleet shares; saved in ``fleet.json``.
@@ -82,8 +110,10 @@ class FleetSpec:
         target: ``aws`` or ``bench`` (informational: registration is a separate step).
         region: AWS region, when the endpoint was chosen by region.
         board: board id (``esp32-devkitc``); its ``board.json`` goes into each image.
-        partition_size: size of the board's filesystem partition, bytes.
-        fs_offset: flash offset of that partition (where the image is flashed).
+        partition_size: size of the board's filesystem partition, bytes. Leave it 0 to
+            take it from the board definition (its table's ``vfs``, or from v1.26 the
+            ``vfs`` MicroPython creates at boot); a value that is not the board's is refused.
+        fs_offset: flash offset of that partition (where the image is flashed); same rule.
         name_template: thing naming convention (see provisioning.manifest).
         config: extra DeviceConfig fields (``keepalive_s``, ``docs_url``, ...).
     """
@@ -99,6 +129,11 @@ class FleetSpec:
     fs_offset: int = 0
     name_template: str = DEFAULT_NAME_TEMPLATE
     config: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_board(cls, endpoint: str, board: str, **kwargs) -> Self:
+        """A spec whose filesystem offset and size come from board definition ``board``."""
+        return _with_board_filesystem(cls(endpoint=endpoint, board=board, **kwargs))
 
     def device_config(self, thing: str) -> DeviceConfig:
         return DeviceConfig(
@@ -432,6 +467,7 @@ def provision_fleet(
     for serial, why in (refused or {}).items():
         result.refused.append(why)
         result.refused_serials.add(serial)
+    spec = _with_board_filesystem(spec)
     if images and spec.partition_size <= 0:
         raise FleetError("images need the board's filesystem partition size (give a board)")
     spec_doc = dict(

@@ -7,20 +7,29 @@ block size), and MicroPython's defaults for the rest (``extmod/vfs_lfs.c``: read
 prog size 32, lookahead 32; ``vfs_lfsx.c``: block_cycles 100, cache 4 x 32). The disk
 format is littlefs 2.0, which every MicroPython with littlefs v2 mounts.
 
-The superblock records the whole partition (``block_count`` = partition size / 4096), but
-the files are laid out in the first few blocks and the image stops after the last block
+The superblock records the whole partition (``block_count`` = partition size / 4096), and
+MicroPython mounts with the block count of the partition it finds, so the size must be
+exactly the board's filesystem partition: take offset and size from the board definition
+(``Board.filesystem_offset()``/``filesystem_size()``), never a constant. On the stock
+v1.26+ tables that partition is not in the table: MicroPython creates ``vfs`` at boot from
+the end of the app partition to the end of flash (0x200000 + 2 MiB on a 4 MB board with
+the plain image, 0x310000 + 960 KiB with the -OTA image), which is where the v1.24/v1.25
+tables put it on 4 MB boards too.
+
+The files are laid out in the first few blocks and the image stops after the last block
 in use (tens of KiB, not the whole partition): littlefs erases a block before it writes
 one, so whatever the rest of the partition holds is free space to it. ``full=True`` pads
 the image to the partition size with 0xFF (erased flash) instead.
 
-Flash it with::
+Flash it with (esp32-devkitc, stock ESP32_GENERIC image)::
 
-    esptool --chip esp32 write-flash 0x320000 acme-0001.littlefs.bin
+    esptool --chip esp32 write-flash 0x200000 acme-0001.littlefs.bin
 
 Example::
 
+    board = load_board("esp32-devkitc")
     files = {"config.json": b"...", "certs/device.crt.der": b"..."}
-    image = build_image(files, partition_size=0xE0000)
+    image = build_image(files, partition_size=board.filesystem_size())
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
+from host_tools.boards import stock
 from host_tools.boards.registry import Board, all_boards, components
 
 GENERATED = "boards"
@@ -57,6 +58,35 @@ def _readings(c: dict) -> str:
     return "; ".join(parts)
 
 
+def _image_section(b: Board) -> str:
+    """Which MicroPython image to flash, which tables ``thingkit flash`` accepts."""
+    img = b.image
+    if not img:
+        return ""
+    s = _title("MicroPython image", "-")
+    if img.get("romfs"):
+        s += (
+            "A custom image built with ROMFS (:doc:`../custom_image`); no micropython.org "
+            "download enables ROMFS.\n\n"
+        )
+    else:
+        s += (
+            f"Download ``{stock.file_pattern(b.data)}`` from micropython.org (board "
+            f"``{img['micropython_board']}``, {'the -OTA variant' if img['variant'] == 'ota' else 'without OTA slots'}) "
+            "and flash it with ``thingkit flash`` (:doc:`../flashing`).\n\n"
+        )
+    tables = stock.tables()
+    rows = [[f"``{tables[k].csv}``", ", ".join(r)] for k, r in stock.accepted(b.data).items()]
+    s += _table(["partition table accepted by thingkit flash", "releases"], rows)
+    feats = stock.features(b.data)
+    s += (
+        "Firmware-kind OTA (a new MicroPython app): "
+        + ("yes" if feats.get("ota-firmware") else "no, it needs the -OTA image")
+        + "; app-kind OTA (thingkit's files): yes.\n\n"
+    )
+    return s
+
+
 def board_page(b: Board) -> str:
     """The reST page of one board."""
     d = b.data
@@ -81,7 +111,19 @@ def board_page(b: Board) -> str:
             ]
         ],
     )
+    s += _image_section(b)
     s += _title("Partitions", "-")
+    table = stock.expected_table(d)
+    if table is not None:
+        s += (
+            f"The table of that image at {'thingkit' if table.custom else stock.newest()} "
+            f"(``{table.csv}``)"
+        )
+        s += (
+            f"; MicroPython creates ``vfs`` at boot after ``{table.runtime_vfs_after}``.\n\n"
+            if table.runtime_vfs_after
+            else ".\n\n"
+        )
     s += _table(
         ["name", "type", "subtype", "offset", "size"],
         [

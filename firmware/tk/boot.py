@@ -75,7 +75,7 @@ def parts(hal, cfg, boot_id, lean=False):
         except boardfile.BoardError as e:
             _log.warn("App #2 off: %s", e)
         b = boardfile = None
-        forget("board")
+        forget(("board",))
     settings.configure([c["id"] for c in comps], cfg.telemetry_interval_s, cfg.diag_interval_s)
     app2 = None
     if comps:
@@ -102,7 +102,7 @@ def sync_time(hal, cfg):
                              min(cfg.backoff_cap_ms, 60000))
     finally:
         timesync = None
-        forget("timesync", "sntp")
+        forget(("timesync", "sntp"))
 
 
 def jitter(hal, cfg):

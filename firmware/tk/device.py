@@ -194,6 +194,14 @@ def _read(path):
         return f.read()
 
 
+def _close(session):
+    """End a session whatever state it is in; nothing it raises escapes."""
+    try:
+        session.close()
+    except Exception:  # a socket already gone, or no heap for the error: still closed
+        pass
+
+
 def _peer_closed(e):
     """The broker ended the connection (EOF or reset): a kick, a restart, a cut link."""
     return isinstance(e, OSError) and len(e.args) > 0 and e.args[0] in (-1, errno.ECONNRESET)
@@ -237,17 +245,26 @@ def _boot(hal, cfg):
             _log.error("out of memory at boot (%r): starting again without App #2", e)
         finally:
             bootmod = None
-            forget("boot")
+            forget(("boot",))
         _forget_app2()  # what the failed start loaded; a lean start loads none of it
         gc.collect()
 
 
 def _forget_app2():
+    # Runs when the heap may be exhausted: allocates nothing (no list of names, no
+    # string built; see tk.forget).
     import sys
-    for name in list(sys.modules):
-        if name.startswith("tk.drivers."):
-            sys.modules.pop(name)
-    forget("app2", "outbox", "drivers")
+    mods = sys.modules
+    while True:
+        key = None
+        for k in mods:
+            if k.startswith("tk.drivers."):
+                key = k
+                break
+        if key is None:
+            break
+        del mods[key]
+    forget(("app2", "outbox", "drivers"))
 
 
 def run(hal, cfg):
@@ -259,7 +276,7 @@ def run(hal, cfg):
     while True:
         session = None
         up_at = None
-        peer = False
+        ended = None
         try:
             session = Session(hal, cfg, info, app2, diag)
             sessions += 1
@@ -268,24 +285,32 @@ def run(hal, cfg):
             up_at = time.ticks_ms()
             session.serve()
         except Exception as e:
-            peer = _peer_closed(e)
-            _log.warn("session ended: %r%s", e, " (closed by the broker)" if peer else "")
-            oom = oom + 1 if isinstance(e, MemoryError) else 0
-        finally:
-            if session is not None:
-                session.close()
-            session = None
-            gc.collect()
+            ended = e
+        # Clean up first, allocating nothing, and only then say why: when the heap ran
+        # out, the log line needs the memory the session held (a clean-up that raised
+        # here would end run() and restart the device from main every few seconds).
+        if session is not None:
+            _close(session)
+        session = None
+        gc.collect()
+        peer = _peer_closed(ended)
+        oom = oom + 1 if isinstance(ended, MemoryError) else 0
+        if ended is not None:
+            try:  # the call's own argument tuple needs a block of heap
+                _log.warn("session ended: %r%s", ended, " (closed by the broker)" if peer else "")
+            except MemoryError:
+                pass
+        ended = None
         if oom >= _OOM_SESSIONS and app2 is not None:
             # As at boot (_boot): a device that cannot keep a session with App #2 goes on
             # without it, reachable, rather than failing every session. Its outbox stays
             # on flash for the next boot.
-            _log.error("out of memory in %d sessions in a row: App #2 off until the next boot",
-                       oom)
-            info["degraded"] = "App #2 off: out of memory"
             app2 = diag.outbox = None
             _forget_app2()
             gc.collect()
+            info["degraded"] = "App #2 off: out of memory"
+            _log.error("out of memory in %d sessions in a row: App #2 off until the next boot",
+                       oom)
         if up_at is not None and backoff.session_ended(
                 time.ticks_diff(time.ticks_ms(), up_at), peer, cfg.backoff_reset_s * 1000):
             _log.info("backoff reset (the connection was stable)")

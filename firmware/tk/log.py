@@ -52,12 +52,19 @@ class Logger:
     def _emit(self, lvl, letter, msg, args):
         if lvl < _level:
             return
-        if args:
-            try:
-                msg = msg % args
-            except Exception:
-                msg = "%s %r" % (msg, args)
-        print("%d %s %s: %s" % (uptime_ms(), letter, self.tag, msg))
+        try:
+            if args:
+                try:
+                    msg = msg % args
+                except MemoryError:
+                    raise
+                except Exception:
+                    msg = "%s %r" % (msg, args)
+            print("%d %s %s: %s" % (uptime_ms(), letter, self.tag, msg))
+        except MemoryError:
+            # No heap for the line: it is lost, the caller goes on (a clean-up path
+            # that logs must not fail for want of a few hundred bytes).
+            print(letter, self.tag, "(line dropped: out of memory)")
 
     def debug(self, msg, *args):
         self._emit(10, "D", msg, args)

@@ -21,7 +21,7 @@ def start():
     from tk import config  # boot only: dropped once read
     cfg = config.wait_load(_log)
     config = None
-    forget("config")
+    forget(("config",))
     while True:
         try:
             device.run(board, cfg)

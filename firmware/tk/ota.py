@@ -107,7 +107,7 @@ class Agent:
         if self.work is not None:
             self.work.close()
             self.work = None
-        forget(*_WORK)
+        forget(_WORK)
         self.inbox = []
 
     def _worker(self):
@@ -144,7 +144,7 @@ def app_slot():
 def _forget_if_idle():
     import sys
     if "tk.ota_job" not in sys.modules:  # no worker holds them
-        forget(*_WORK)
+        forget(_WORK)
 
 
 def _exists(p):

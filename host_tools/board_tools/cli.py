@@ -4,7 +4,8 @@ Wire into the main parser with ``register(subparsers)``. Each command is a thin 
 over a library function, returns an exit status and raises ``UserError`` for faults of
 input, environment or device (printed as one line by the main CLI).
 
-    thingkit flash   --board esp32-devkitc --port /dev/ttyUSB0 --firmware ESP32_GENERIC.bin
+    thingkit flash   --board esp32-devkitc --port /dev/ttyUSB0 \
+                     --firmware ESP32_GENERIC-20250809-v1.26.0.bin   # a micropython.org download
     thingkit deploy  --board esp32-devkitc --port /dev/ttyUSB0 --bundle out/kit-0001
     thingkit console --port /dev/ttyUSB0 --reset --until "shadow synced" --timeout 60
 """
@@ -157,7 +158,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--firmware",
         required=True,
         type=Path,
-        help="merged .bin, app .bin (with --no-erase) or an ESP-IDF build's flasher_args.json",
+        help=(
+            "the board's stock image from micropython.org (merged .bin; thingkit boards show "
+            "BOARD names it), an app .bin (with --no-erase) or an ESP-IDF build's "
+            "flasher_args.json"
+        ),
     )
     f.add_argument(
         "--baud", type=int, default=460800, help="baud rate for writing (default 460800)"
@@ -165,7 +170,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--no-erase", action="store_true", help="do not erase the whole flash first")
     f.add_argument("--no-verify", action="store_true", help="skip the MD5 verify after writing")
     f.add_argument("--no-reset", action="store_true", help="the board is in download mode already")
-    f.add_argument("--force", action="store_true", help="write even if the partition table differs")
+    f.add_argument(
+        "--force",
+        action="store_true",
+        help="write even if the image's partition table is not one the board accepts",
+    )
     f.add_argument("--dry-run", action="store_true", help="check and print the plan; write nothing")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_flash)

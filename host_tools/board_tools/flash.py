@@ -10,7 +10,12 @@ verify by MD5, hard-reset. Any refusal happens before anything is erased.
 What ``firmware`` may be:
 
 - a merged image (MicroPython's ``.bin`` downloads): written at the chip's bootloader
-  offset; its partition table must be the board's (``force`` to write anyway);
+  offset (0x1000 on ESP32, 0x0 on S3 and C3). Its partition table (at 0x8000) must be
+  one of the stock tables the board's ``image`` accepts (boards/micropython/
+  stock_tables.json: the table of that MicroPython board and variant at each supported
+  release, e.g. partitions-4MiB.csv for v1.24.1 ESP32_GENERIC, partitions-4MiBplus.csv from
+  v1.26.0), with the filesystem where the board's provisioning images go; a refusal says
+  which image to download instead (``force`` to write anyway);
 - an ESP-IDF build's ``flasher_args.json`` (or its build directory): each file at the
   offset the build gives, the partition table checked the same way;
 - an app-only image: written at the board's first app partition with the board's
@@ -37,8 +42,8 @@ from host_tools.board_tools import NotSupportedError
 from host_tools.board_tools.images import (
     BOOTLOADER_OFFSET,
     ESPTOOL_NAMES,
-    differences,
     image_chip,
+    judge_table,
     parse_table,
     table_bin,
     table_in_merged,
@@ -204,20 +209,13 @@ def _check_tables(board: Board, plan: FlashPlan, force: bool) -> None:
             table = table_in_merged(r.data, plan.chip)
         if table is None:
             continue
-        diff = differences(table, board.partitions)
-        if not diff:
-            plan.checks.append(f"partition table matches board {board.id}")
+        ok, line = judge_table(board, table)
+        if ok:
+            plan.checks.append(line)
         elif force:
-            plan.checks.append(
-                f"partition table differs from the board (forced): {'; '.join(diff)}"
-            )
+            plan.checks.append(f"partition table refused, flashed anyway (--force): {line}")
         else:
-            raise UserError(
-                f"the image's partition table is not board {board.id}'s: {'; '.join(diff[:3])}"
-                + (f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""),
-                "build the firmware with the board's partition table, or --force",
-                f"thingkit boards show {board.id}",
-            )
+            raise UserError(line)
 
 
 # -- flashing ----------------------------------------------------------------------------

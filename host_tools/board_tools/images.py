@@ -13,7 +13,7 @@ Formats (ESP-IDF "App image format" and "Partition tables"):
 
     chip = image_chip(data)                       # "esp32"
     table = table_in_merged(data, chip)           # [Partition, ...] or None
-    differences(table, board.partitions)          # [] when they agree
+    ok, line = judge_table(board, table)          # which stock table, and may the board take it
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import hashlib
 import struct
 from collections.abc import Iterable
 
+from host_tools.boards import stock
 from host_tools.boards.partitions import TABLE_OFFSET, Partition
+from host_tools.boards.registry import Board
 
 IMAGE_MAGIC = 0xE9
 ENTRY_MAGIC = b"\xaa\x50"
@@ -179,3 +181,85 @@ def merge(base: int, regions: list[tuple[int, bytes]]) -> bytes:
     for off, d in regions:
         out[off - base : off - base + len(d)] = d
     return bytes(out)
+
+
+def _span(p: Partition) -> str:
+    return f"0x{p.offset:x}+0x{p.size:x}"
+
+
+def describe_table(table: list[Partition], prefer: str | None = None) -> str:
+    """``partitions-4MiB.csv (v1.24.1/v1.25.0 ESP32_GENERIC)`` for a known table, else
+    ``a partition table that is none of MicroPython's (...)``."""
+    key = stock.table_key(table)
+    if key is None:
+        rows = ", ".join(f"{p.name} {_span(p)}" for p in table)
+        return f"a partition table that is none of MicroPython's stock tables ({rows})"
+    t = stock.tables()[key]
+    if t.custom:
+        return f"thingkit's custom table {t.csv}"
+    uses = stock.identify(table)
+    boards = sorted({u.micropython_board for u in uses}, key=lambda b: b != prefer)
+    first = [u for u in uses if u.micropython_board == boards[0]]
+    rels = "/".join(u.release for u in first)
+    name = first[0].label().split(" ", 1)[1]
+    more = f" and {len(boards) - 1} other board(s)" if len(boards) > 1 else ""
+    return f"{t.csv} ({rels} {name}{more})"
+
+
+def table_filesystem(board: Board, table: list[Partition]) -> Partition | None:
+    """The filesystem partition ``table`` gives the board: its row, or the ``vfs`` a v1.26+
+    image creates at boot on the board's flash."""
+    name = board.data["filesystem"]["partition"]
+    row = next((p for p in table if p.name == name), None)
+    if row is not None:
+        return row
+    key = stock.table_key(table)
+    if key is None or not board.flash_bytes:
+        return None
+    return stock.tables()[key].runtime_vfs(board.flash_bytes)
+
+
+def judge_table(board: Board, table: list[Partition]) -> tuple[bool, str]:
+    """Whether ``board`` accepts a merged image with partition table ``table``, as one line.
+
+    A board with an ``image`` object accepts the stock tables its MicroPython board and
+    variant carry at the supported releases, provided the filesystem lands where the
+    board's provisioning images go. The refusal says what to flash instead. A board file
+    without ``image`` needs its own ``partitions`` exactly.
+    """
+    if not board.image:
+        diff = differences(table, board.partitions)
+        if not diff:
+            return True, f"partition table matches board {board.id}"
+        more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
+        return False, (
+            f"the image's partition table is not board {board.id}'s: {'; '.join(diff[:3])}{more}"
+        )
+    mpb = board.image.get("micropython_board")
+    have = describe_table(table, prefer=mpb)
+    instead = f"flash {stock.file_pattern(board.data)} from micropython.org"
+    if board.image.get("romfs"):
+        instead = f"flash {stock.download_name(board.data)}"
+    key = stock.table_key(table)
+    accepted = board.accepted_tables()
+    if key not in accepted:
+        variant = board.image.get("variant")
+        has_ota = any(p.type == "data" and p.subtype == "ota" for p in table)
+        need = "the -OTA image" if variant == "ota" else "its stock image"
+        if variant != "ota" and has_ota:
+            need = "the image without OTA slots"
+        if board.image.get("romfs"):
+            need = "thingkit's ROMFS image"
+        return False, f"this image has {have}; board {board.id} needs {need}: {instead}"
+    fs, want = table_filesystem(board, table), board.filesystem()
+    if fs is None or (fs.offset, fs.size) != (want.offset, want.size):
+        got = _span(fs) if fs else "missing"
+        return False, (
+            f"this image has {have}: its filesystem is {got}, board {board.id}'s is "
+            f"{_span(want)} (where its provisioning images go); {instead}"
+        )
+    made = " (created at boot)" if not any(p.name == fs.name for p in table) else ""
+    return True, (
+        f"partition table {have} accepted for board {board.id}; "
+        f"filesystem {fs.name} {_span(fs)}{made}"
+    )

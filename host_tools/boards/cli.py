@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from host_tools.boards.registry import check_boards, list_boards, load_board
+from host_tools.boards import stock
+from host_tools.boards.registry import Board, check_boards, list_boards, load_board
 
 
 def _kib(n: int) -> str:
@@ -43,16 +44,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"  chip {b.chip}, flash {b.flash_size}, {'PSRAM' if b.psram else 'no PSRAM'}")
     if b.data.get("notes"):
         print(f"  notes: {b.data['notes']}")
-    print("  partitions:")
+    _show_image(b)
+    table = stock.expected_table(b.data)
+    what = f" ({table.csv}{'' if table.custom else ', ' + stock.newest()})" if table else ""
+    print(f"  partitions{what}:")
     for p in b.partitions:
         print(
-            f"    {p.name:<9} {p.type:<4} {p.subtype:<6} 0x{p.offset:<8x} "
+            f"    {p.name:<9} {p.type:<4} {p.subtype:<7} 0x{p.offset:<8x} "
             f"0x{p.size:<8x} {_kib(p.size)}"
         )
     fs = b.data["filesystem"]
+    made = ""
+    if b.filesystem_at_runtime() and table is not None:
+        made = f", created at boot after '{table.runtime_vfs_after}' to the end of flash"
     print(
         f"  filesystem: {fs['type']} on {fs['partition']} at 0x{b.filesystem_offset():x} "
-        f"({_kib(b.filesystem_size())})"
+        f"({_kib(b.filesystem_size())}{made})"
     )
     for name, bus in b.buses.items():
         pins = ", ".join(f"{k} GPIO{v}" for k, v in bus.items() if k not in ("kind", "id", "freq"))
@@ -71,6 +78,36 @@ def cmd_show(args: argparse.Namespace) -> int:
         what = f"{c['kind']}/{c['driver']}"
         print(f"    {c['id']:<12} {what:<24} {at:<13} {readings}{opt}")
     return 0
+
+
+def _show_image(b: Board) -> None:
+    """The image lines of ``boards show``: what to download, which tables flash accepts."""
+    img = b.image
+    if not img:
+        print('  image: not described (no "image" object); thingkit flash checks nothing')
+        return
+    if img.get("romfs"):
+        print(f"  image: {img['micropython_board']} built with ROMFS; {stock.file_pattern(b.data)}")
+    else:
+        print(
+            f"  image: {img['micropython_board']} (stock, variant {img['variant']}); "
+            f"download {stock.file_pattern(b.data)} from micropython.org"
+        )
+    tables = stock.tables()
+    accepted = "; ".join(
+        f"{tables[k].csv} ({', '.join(rels)})" for k, rels in stock.accepted(b.data).items()
+    )
+    print(f"  flash accepts: {accepted}")
+    feats = stock.features(b.data)
+    print(
+        "  features: "
+        + ", ".join(
+            f"{f} {'yes' if ok else 'no (needs the -OTA image)'}" for f, ok in feats.items()
+        )
+    )
+    if img.get("frozen"):
+        frozen = ", ".join(f"{m} {v}" for m, v in img["frozen"].items())
+        print(f"  frozen in the image (found before /lib): {frozen}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

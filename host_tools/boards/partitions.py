@@ -1,8 +1,10 @@
-"""Partition table rules: OTA-capable, aligned, inside the flash, no overlaps.
+"""Partition table rules: aligned, inside the flash, no overlaps, complete OTA sets.
 
 The layout follows ESP-IDF: the partition table itself sits at 0x8000 (one 4 KiB sector),
 app partitions start on 64 KiB boundaries, other partitions on 4 KiB boundaries, and
-``otadata`` is two sectors. MicroPython mounts its filesystem from the ``vfs`` partition.
+``otadata`` is two sectors. MicroPython mounts its filesystem from the ``vfs`` partition,
+which from v1.26 it creates at boot when the table has none (see host_tools.boards.stock).
+A table needs otadata, ota_0 and ota_1 only for firmware-kind OTA (the -OTA image).
 """
 
 from __future__ import annotations
@@ -93,9 +95,17 @@ def read_partitions(raw: list, issues: Issues) -> list[Partition]:
 
 
 def check_partitions(
-    parts: list[Partition], flash: int | None, flash_size: str, issues: Issues
+    parts: list[Partition],
+    flash: int | None,
+    flash_size: str,
+    issues: Issues,
+    require_ota: bool = False,
 ) -> None:
-    """Layout rules for well-formed rows ``parts`` on a flash of ``flash`` bytes."""
+    """Layout rules for well-formed rows ``parts`` on a flash of ``flash`` bytes.
+
+    ``require_ota``: the board needs firmware-kind OTA (otadata, ota_0, ota_1); without
+    it an OTA set is checked only when the table has part of one.
+    """
     seen: set[str] = set()
     for p in parts:
         where = f"partition '{p.name}'"
@@ -125,13 +135,17 @@ def check_partitions(
                 f"partition '{b.name}'",
                 f"{b.span()} overlaps partition '{a.name}' ({a.span()})",
             )
-    _check_roles(parts, issues)
+    _check_roles(parts, issues, require_ota)
 
 
-def _check_roles(parts: list[Partition], issues: Issues) -> None:
+def _check_roles(parts: list[Partition], issues: Issues, require_ota: bool) -> None:
     """OTA needs otadata + ota_0 + ota_1; Wi-Fi and MicroPython need nvs."""
     need = "OTA needs otadata, ota_0 and ota_1"
     otadata = [p for p in parts if p.type == "data" and p.subtype == "ota"]
+    ota_parts = otadata or [p for p in parts if p.type == "app" and p.subtype.startswith("ota_")]
+    if not (require_ota or ota_parts):
+        _check_nvs(parts, issues)
+        return
     if not otadata:
         issues.error("partitions", f"no otadata partition (type data, subtype ota); {need}")
     for p in otadata:
@@ -152,6 +166,10 @@ def _check_roles(parts: list[Partition], issues: Issues) -> None:
             "partitions",
             "ota_0 and ota_1 differ in size; an image that fits one may not fit the other",
         )
+    _check_nvs(parts, issues)
+
+
+def _check_nvs(parts: list[Partition], issues: Issues) -> None:
     if not any(p.type == "data" and p.subtype == "nvs" for p in parts):
         issues.error(
             "partitions",
@@ -159,8 +177,19 @@ def _check_roles(parts: list[Partition], issues: Issues) -> None:
         )
 
 
-def check_filesystem(fs: object, parts: list[Partition], issues: Issues) -> None:
-    """``filesystem`` names an existing data partition and a known filesystem type."""
+def check_filesystem(
+    fs: object,
+    parts: list[Partition],
+    issues: Issues,
+    runtime: Partition | None = None,
+    image_failed: bool = False,
+) -> None:
+    """``filesystem`` names an existing data partition and a known filesystem type.
+
+    ``runtime``: the partition MicroPython creates at boot (the v1.26+ ``vfs``), which the
+    filesystem may name although the table does not hold it. ``image_failed``: the board's
+    ``image`` has errors already, so whether its table makes a vfs at boot is unknown.
+    """
     if not isinstance(fs, dict):
         issues.error("filesystem", 'must be an object: {"partition": "vfs", "type": "littlefs"}')
         return
@@ -170,6 +199,8 @@ def check_filesystem(fs: object, parts: list[Partition], issues: Issues) -> None
             "filesystem", f"type {fstype!r} must be one of {', '.join(sorted(FILESYSTEMS))}"
         )
     match = [p for p in parts if p.name == name]
+    if not match and (image_failed or (runtime is not None and runtime.name == name)):
+        return
     if not match:
         issues.error("filesystem", f"partition {name!r} is not in partitions")
     elif match[0].type != "data":

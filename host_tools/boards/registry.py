@@ -3,7 +3,7 @@
 Usage::
 
     board = load_board("m5stack-core2")          # or a path to a .json file
-    board.chip, board.filesystem_offset()         # "esp32", 0x820000
+    board.chip, board.filesystem_offset()         # "esp32", 0x200000 (the run-time vfs)
     [c["id"] for c in components(board)]          # ["mcu_temp", "imu", "power", "rtc"]
 """
 
@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host_tools.boards import stock
 from host_tools.boards.issues import Issues
 from host_tools.boards.partitions import Partition, flash_bytes, parse_int
 from host_tools.boards.schema import check_file, shown
@@ -59,12 +60,40 @@ class Board:
                 return p
         raise UserError(f"board {self.id} has no partition '{name}'", where=self._where())
 
+    @property
+    def image(self) -> dict:
+        """The MicroPython image the board runs (``micropython_board``, ``variant``,
+        ``romfs``, ``frozen``); {} for a board file without one."""
+        return self.data.get("image") or {}
+
+    def filesystem(self) -> Partition:
+        """The filesystem partition: the table's row, or (v1.26+ stock tables) the ``vfs``
+        MicroPython creates at boot from the end of the app partition to the end of flash."""
+        fs = stock.filesystem(self.data, self.partitions)
+        if fs is None:
+            return self.partition(self.data["filesystem"]["partition"])
+        return fs
+
     def filesystem_offset(self) -> int:
-        """Flash offset of the filesystem partition."""
-        return self.partition(self.data["filesystem"]["partition"]).offset
+        """Flash offset of the filesystem partition (where a littlefs image is flashed)."""
+        return self.filesystem().offset
 
     def filesystem_size(self) -> int:
-        return self.partition(self.data["filesystem"]["partition"]).size
+        """Size of the filesystem partition in bytes (littlefs block count x 4096)."""
+        return self.filesystem().size
+
+    def filesystem_at_runtime(self) -> bool:
+        """True when the filesystem partition is not in the table (MicroPython makes it)."""
+        name = self.data["filesystem"]["partition"]
+        return not any(p.name == name for p in self.partitions)
+
+    def accepted_tables(self) -> dict[str, list[str]]:
+        """Known table key -> releases, for every table this board's image may carry."""
+        return stock.accepted(self.data)
+
+    def supports(self, feature: str) -> bool:
+        """``ota-firmware`` (needs the -OTA image) or ``ota-app`` (any table)."""
+        return stock.features(self.data).get(feature, False)
 
     def component(self, cid: str) -> dict:
         for c in self.components:

@@ -24,10 +24,11 @@ from host_tools.boards.partitions import (
     read_partitions,
 )
 from host_tools.boards.pins import check_pins, pin_uses
+from host_tools.boards.stock import check_image
 from host_tools.paths import REPO
 
 REQUIRED = ("id", "name", "chip", "flash_size", "psram", "partitions", "filesystem", "components")
-OPTIONAL = ("url_key", "notes", "buses", "octal_spi", "reserved_pins")
+OPTIONAL = ("url_key", "notes", "buses", "octal_spi", "reserved_pins", "image")
 BOARD_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 COMPONENT_ID = re.compile(r"[a-z0-9_]{1,32}")
 BUS_ID = re.compile(r"[a-z0-9_]{1,32}")
@@ -73,13 +74,18 @@ def check_data(data: object, issues: Issues, stem: str | None = None) -> Issues:
         return issues
     _check_header(data, issues, stem)
     parts = []
+    image = data.get("image")
+    needs_ota = isinstance(image, dict) and image.get("variant") == "ota"
     if isinstance(data["partitions"], list) and data["partitions"]:
         parts = read_partitions(data["partitions"], issues)
         flash = flash_bytes(data["flash_size"])
-        check_partitions(parts, flash, str(data["flash_size"]), issues)
+        check_partitions(parts, flash, str(data["flash_size"]), issues, require_ota=needs_ota)
     else:
         issues.error("", "field 'partitions' must be a non-empty list")
-    check_filesystem(data["filesystem"], parts, issues)
+    before = len(issues.errors)
+    runtime = check_image(data, parts, issues) if "image" in data else None
+    image_failed = len(issues.errors) > before
+    check_filesystem(data["filesystem"], parts, issues, runtime, image_failed)
     buses = data.get("buses", {})
     if not isinstance(buses, dict):
         issues.error("", "field 'buses' must be an object of named buses")

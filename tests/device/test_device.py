@@ -464,7 +464,7 @@ def parts(hal, cfg, boot_id, lean=False):
     return (None if lean else a2), diag
 device.Session = FakeSession
 _forget = device.forget  # keep the patched tk.boot for the second start
-device.forget = lambda *names: _forget(*[n for n in names if n != "boot"])
+device.forget = lambda names: _forget(tuple(n for n in names if n != "boot"))
 from tk import boot
 boot.parts = parts
 boot.sync_time = lambda hal, cfg: "ntp"

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import pytest
 import serial
+from esptool import cmds as esptool_cmds
 from serial.urlhandler.protocol_loop import Serial as LoopSerial
 
 from hil_tests.targets.fake_board import FakeBoard
@@ -32,14 +33,15 @@ from host_tools.board_tools import console as con
 from host_tools.board_tools.deploy import deploy, firmware_payload, mpy_version
 from host_tools.board_tools.flash import flash, plan_flash
 from host_tools.board_tools.images import (
+    BOOTLOADER_OFFSET,
     differences,
     image_chip,
     image_header,
-    merge,
     parse_table,
     table_bin,
     table_in_merged,
 )
+from host_tools.boards import stock
 from host_tools.boards.partitions import Partition
 from host_tools.boards.registry import all_boards, load_board
 from host_tools.errors import UserError
@@ -49,12 +51,14 @@ from provisioning.ca import CertificateAuthority
 from provisioning.device import provision_device
 
 BOARD = "esp32-devkitc"
-# MicroPython's own layout for 4 MB ESP32 boards: a factory app, no OTA.
-MICROPYTHON_TABLE = [
+STOCK = stock.tables()
+# thingkit's former custom layout (ota_0 at 0x20000, vfs at 0x320000): matches no stock image.
+OLD_CUSTOM_TABLE = [
     Partition("nvs", "data", "nvs", 0x9000, 0x6000),
-    Partition("phy_init", "data", "phy", 0xF000, 0x1000),
-    Partition("factory", "app", "factory", 0x10000, 0x1F0000),
-    Partition("vfs", "data", "fat", 0x200000, 0x200000),
+    Partition("otadata", "data", "ota", 0xF000, 0x2000),
+    Partition("ota_0", "app", "ota_0", 0x20000, 0x180000),
+    Partition("ota_1", "app", "ota_1", 0x1A0000, 0x180000),
+    Partition("vfs", "data", "fat", 0x320000, 0xE0000),
 ]
 
 
@@ -63,18 +67,19 @@ def _app(chip: str, n: int = 70_000) -> bytes:
 
 
 def merged_image(board, table=None, chip: str | None = None) -> bytes:
-    """A merged image as MicroPython's downloads are: bootloader, table, app."""
+    """A stand-in for MicroPython's merged downloads, made by esptool's own ``merge_bin``:
+    a bootloader at the chip's bootloader offset, the binary partition table at 0x8000 and
+    an app image at the table's first app partition."""
     chip = chip or board.chip
-    base = 0x1000 if chip == "esp32" else 0
-    app_at = next(p.offset for p in (table or board.partitions) if p.type == "app")
-    return merge(
-        base,
-        [
-            (base, image_header(chip) + b"\x11" * 4000),
-            (0x8000, table_bin(table or board.partitions)),
-            (app_at, _app(chip)),
-        ],
-    )
+    parts = list(table or board.partitions)
+    base = BOOTLOADER_OFFSET[chip]
+    app_at = next(p.offset for p in parts if p.type == "app")
+    pairs = [
+        (base, image_header(chip) + b"\x11" * 4000),
+        (0x8000, table_bin(parts)),
+        (app_at, _app(chip)),
+    ]
+    return esptool_cmds.merge_bin(pairs, chip, target_offset=base)
 
 
 @pytest.fixture
@@ -116,7 +121,12 @@ def test_table_with_bad_md5_is_not_a_table(board) -> None:
 def test_plan_merged_image_goes_at_the_bootloader_offset(board, image) -> None:
     plan = plan_flash(board, image)
     assert [(r.offset, len(r.data)) for r in plan.regions] == [(0x1000, image.stat().st_size)]
-    assert "partition table matches board esp32-devkitc" in plan.checks
+    assert plan.checks[1].startswith(
+        "partition table partitions-4MiBplus.csv (v1.26.0/v1.27.0/v1.28.0 ESP32_GENERIC"
+    )
+    assert plan.checks[1].endswith(
+        "accepted for board esp32-devkitc; filesystem vfs 0x200000+0x200000 (created at boot)"
+    )
     assert plan.erase
 
 
@@ -127,14 +137,21 @@ def test_plan_refuses_image_for_another_chip(tmp_path, board) -> None:
         plan_flash(board, p)
 
 
-def test_plan_refuses_a_partition_table_that_is_not_the_boards(tmp_path, board) -> None:
-    p = tmp_path / "mp.bin"
-    p.write_bytes(merged_image(board, MICROPYTHON_TABLE))
-    with pytest.raises(UserError, match="partition table is not board esp32-devkitc's") as e:
+def test_plan_refuses_a_table_that_is_no_stock_table(tmp_path, board) -> None:
+    p = tmp_path / "old.bin"
+    p.write_bytes(merged_image(board, OLD_CUSTOM_TABLE))
+    with pytest.raises(UserError) as e:
         plan_flash(board, p)
-    assert "or --force" in str(e.value)
+    line = str(e.value)
+    assert "\n" not in line
+    assert line.startswith("this image has a partition table that is none of MicroPython's")
+    assert "vfs 0x320000+0xe0000" in line
+    assert line.endswith(
+        "board esp32-devkitc needs the image without OTA slots: "
+        "flash ESP32_GENERIC-<date>-v1.28.0.bin from micropython.org"
+    )
     plan = plan_flash(board, p, force=True)
-    assert any("differs from the board (forced)" in c for c in plan.checks)
+    assert any("flashed anyway (--force)" in c for c in plan.checks)
 
 
 def test_plan_app_only_image_needs_no_erase_and_brings_the_boards_table(tmp_path, board) -> None:
@@ -145,8 +162,13 @@ def test_plan_app_only_image_needs_no_erase_and_brings_the_boards_table(tmp_path
     plan = plan_flash(board, p, erase=False)
     where = {r.offset: r.what for r in plan.regions}
     assert where[0x8000].startswith("partition table")
-    assert where[0x20000].startswith("app.bin (app) in 'ota_0'")
-    assert "'otadata' cleared" in where[0xF000]
+    assert where[0x10000].startswith("app.bin (app) in 'factory'")
+    assert parse_table(plan.regions[0].data) == list(STOCK["4MiBplus"].partitions)
+    # The -OTA board: the app goes to ota_0 and otadata is cleared so ota_0 boots.
+    plan = plan_flash(load_board("esp32-devkitc-ota"), p, erase=False)
+    where = {r.offset: r.what for r in plan.regions}
+    assert where[0x10000].startswith("app.bin (app) in 'ota_0'")
+    assert "'otadata' cleared" in where[0xD000]
 
 
 def test_plan_from_an_esp_idf_build(tmp_path, board) -> None:
@@ -162,20 +184,130 @@ def test_plan_from_an_esp_idf_build(tmp_path, board) -> None:
                 "flash_files": {
                     "0x1000": "bootloader/bootloader.bin",
                     "0x8000": "partition_table/partition-table.bin",
-                    "0x20000": "micropython.bin",
+                    "0x10000": "micropython.bin",
                 },
                 "extra_esptool_args": {"chip": "esp32"},
             }
         )
     )
     plan = plan_flash(board, build)
-    assert [r.offset for r in plan.regions] == [0x1000, 0x8000, 0x20000]
-    assert "partition table matches board esp32-devkitc" in plan.checks
+    assert [r.offset for r in plan.regions] == [0x1000, 0x8000, 0x10000]
+    assert any("accepted for board esp32-devkitc" in c for c in plan.checks)
 
 
 def test_plan_refuses_the_virtual_kit(image) -> None:
     with pytest.raises(NotSupportedError, match="board sim cannot be flashed"):
         plan_flash(load_board("sim"), image)
+
+
+# -- flash: MicroPython's stock images ---------------------------------------------------------
+def _stock_image(tmp_path: Path, key: str, chip: str = "esp32") -> Path:
+    """A merged image with stock table ``key`` as a micropython.org download carries it."""
+    p = tmp_path / f"{key}.bin"
+    p.write_bytes(merged_image(None, list(STOCK[key].partitions), chip))
+    return p
+
+
+def test_stock_tables_round_trip_and_are_identified() -> None:
+    for key, t in STOCK.items():
+        parsed = parse_table(table_bin(t.partitions))
+        assert stock.table_key(parsed) == key
+    labels = [u.label() for u in stock.identify(list(STOCK["4MiB"].partitions))]
+    assert "v1.24.1 ESP32_GENERIC" in labels and "v1.25.0 ESP32_GENERIC_C3" in labels
+    assert [u.label() for u in stock.identify(list(STOCK["4MiB-ota"].partitions))] == [
+        "v1.26.0 ESP32_GENERIC-OTA",
+        "v1.27.0 ESP32_GENERIC-OTA",
+        "v1.28.0 ESP32_GENERIC-OTA",
+    ]
+    assert stock.identify(OLD_CUSTOM_TABLE) == []
+
+
+def test_merged_image_has_the_table_at_0x8000(tmp_path) -> None:
+    esp32 = _stock_image(tmp_path, "4MiB").read_bytes()
+    assert image_chip(esp32) == "esp32"
+    assert parse_table(esp32[0x8000 - 0x1000 :][:0xC00]) == list(STOCK["4MiB"].partitions)
+    s3 = _stock_image(tmp_path, "8MiB", "esp32s3").read_bytes()
+    assert parse_table(s3[0x8000:][:0xC00]) == list(STOCK["8MiB"].partitions)
+    assert table_in_merged(s3, "esp32s3") == list(STOCK["8MiB"].partitions)
+
+
+# (board, stock table, accepted): v1.24.1/v1.25.0 and v1.26.0+ tables, plain and -OTA.
+STOCK_CASES = [
+    ("esp32-devkitc", "4MiB", True),
+    ("esp32-devkitc", "4MiBplus", True),
+    ("esp32-devkitc", "4MiB-ota-v1.24", False),
+    ("esp32-devkitc", "4MiB-ota", False),
+    ("esp32-devkitc-ota", "4MiB-ota-v1.24", True),
+    ("esp32-devkitc-ota", "4MiB-ota", True),
+    ("esp32-devkitc-ota", "4MiB", False),
+    ("esp32-devkitc-ota", "4MiBplus", False),
+    ("m5stack-atom-matrix", "4MiBplus", True),
+    ("m5stack-core2", "4MiBplus", True),
+    ("m5stack-core2", "4MiB", False),  # v1.24/v1.25 put a 2 MiB vfs on the 16 MB flash
+]
+
+
+@pytest.mark.parametrize(("board_id", "key", "ok"), STOCK_CASES)
+def test_plan_stock_image(tmp_path, board_id, key, ok) -> None:
+    b = load_board(board_id)
+    p = _stock_image(tmp_path, key)
+    if ok:
+        plan = plan_flash(b, p)
+        assert plan.regions[0].offset == 0x1000
+        assert any(f"accepted for board {board_id}" in c for c in plan.checks), plan.checks
+    else:
+        with pytest.raises(UserError, match=f"^this image has {STOCK[key].csv} "):
+            plan_flash(b, p)
+
+
+def test_plan_stock_s3_and_c3(tmp_path) -> None:
+    s3 = load_board("esp32-s3-devkitc-1")
+    for key in ("8MiB", "4MiBplus"):
+        plan = plan_flash(s3, _stock_image(tmp_path, key, "esp32s3"))
+        assert plan.regions[0].offset == 0
+        assert any("filesystem vfs 0x200000+0x600000" in c for c in plan.checks)
+    c3 = load_board("esp32-c3-devkitm-1")
+    plan = plan_flash(c3, _stock_image(tmp_path, "4MiB", "esp32c3"))
+    assert plan.regions[0].offset == 0
+    with pytest.raises(
+        UserError, match="needs the image without OTA slots: flash ESP32_GENERIC_C3-"
+    ):
+        plan_flash(c3, _stock_image(tmp_path, "4MiB-ota", "esp32c3"))
+
+
+def test_refusal_says_which_image_to_flash(tmp_path) -> None:
+    with pytest.raises(UserError) as e:
+        plan_flash(load_board("esp32-devkitc-ota"), _stock_image(tmp_path, "4MiB"))
+    assert str(e.value) == (
+        "this image has partitions-4MiB.csv (v1.24.1/v1.25.0 ESP32_GENERIC and 2 other "
+        "board(s)); board esp32-devkitc-ota needs the -OTA image: "
+        "flash ESP32_GENERIC-OTA-<date>-v1.28.0.bin from micropython.org"
+    )
+    with pytest.raises(UserError) as e:
+        plan_flash(load_board(BOARD), _stock_image(tmp_path, "4MiB-ota"))
+    assert str(e.value) == (
+        "this image has partitions-4MiB-ota.csv (v1.26.0/v1.27.0/v1.28.0 ESP32_GENERIC-OTA); "
+        "board esp32-devkitc needs the image without OTA slots: "
+        "flash ESP32_GENERIC-<date>-v1.28.0.bin from micropython.org"
+    )
+    with pytest.raises(UserError) as e:
+        plan_flash(load_board("m5stack-core2"), _stock_image(tmp_path, "4MiB"))
+    assert "its filesystem is 0x200000+0x200000, board m5stack-core2's is 0x200000+0xe00000" in (
+        str(e.value)
+    )
+    assert str(e.value).endswith(
+        "flash ESP32_GENERIC-SPIRAM-<date>-v1.28.0.bin from micropython.org"
+    )
+
+
+def test_flash_writes_a_stock_ota_image(tmp_path) -> None:
+    b = load_board("esp32-devkitc-ota")
+    p = _stock_image(tmp_path, "4MiB-ota")
+    with FakeEsp("esp32", "4MB") as chip:
+        result = flash(chip.url, b, p)
+        assert parse_table(bytes(chip.flash[0x8000:0x8C00])) == list(STOCK["4MiB-ota"].partitions)
+    assert result.verified
+    assert any("filesystem vfs 0x310000+0xf0000 (created at boot)" in c for c in result.plan.checks)
 
 
 # -- flash: through esptool to a fake chip ----------------------------------------------------
@@ -230,7 +362,7 @@ def test_flash_app_only_without_erase(tmp_path, board) -> None:
     with FakeEsp("esp32") as chip:
         flash(chip.url, board, p, erase=False)
         assert parse_table(bytes(chip.flash[0x8000:0x8C00])) == list(board.partitions)
-        assert chip.flash[0x20000 : 0x20000 + p.stat().st_size] == p.read_bytes()
+        assert chip.flash[0x10000 : 0x10000 + p.stat().st_size] == p.read_bytes()
         assert "ERASE_FLASH" not in chip.log
 
 

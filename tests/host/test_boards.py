@@ -26,12 +26,15 @@ from host_tools.paths import BOARDS
 
 SHIPPED = {
     "esp32-devkitc",
+    "esp32-devkitc-ota",
     "esp32-devkitc-bme280",
     "esp32-s3-devkitc-1",
     "esp32-c3-devkitm-1",
     "m5stack-core2",
     "m5stack-atom-matrix",
     "sim",
+    "sim-ota",
+    "sim-romfs",
 }
 
 # A valid ESP32 board that the planted faults below each break in one place.
@@ -41,24 +44,32 @@ BASE = {
     "chip": "esp32",
     "flash_size": "4MB",
     "psram": False,
+    # MicroPython's partitions-4MiB-ota.csv as v1.24.1 ships it (the -OTA image).
     "partitions": [
-        {"name": "nvs", "type": "data", "subtype": "nvs", "offset": "0x9000", "size": "0x6000"},
-        {"name": "otadata", "type": "data", "subtype": "ota", "offset": "0xf000", "size": "0x2000"},
+        {"name": "nvs", "type": "data", "subtype": "nvs", "offset": "0x9000", "size": "0x4000"},
+        {"name": "otadata", "type": "data", "subtype": "ota", "offset": "0xd000", "size": "0x2000"},
+        {
+            "name": "phy_init",
+            "type": "data",
+            "subtype": "phy",
+            "offset": "0xf000",
+            "size": "0x1000",
+        },
         {
             "name": "ota_0",
             "type": "app",
             "subtype": "ota_0",
-            "offset": "0x20000",
+            "offset": "0x10000",
             "size": "0x180000",
         },
         {
             "name": "ota_1",
             "type": "app",
             "subtype": "ota_1",
-            "offset": "0x1a0000",
+            "offset": "0x190000",
             "size": "0x180000",
         },
-        {"name": "vfs", "type": "data", "subtype": "fat", "offset": "0x320000", "size": "0xe0000"},
+        {"name": "vfs", "type": "data", "subtype": "fat", "offset": "0x310000", "size": "0xf0000"},
     ],
     "filesystem": {"partition": "vfs", "type": "littlefs"},
     "buses": {"i2c0": {"kind": "i2c", "id": 0, "sda": 21, "scl": 22, "freq": 400000}},
@@ -184,11 +195,11 @@ def _duplicate_address(d):
 
 
 def _overlap(d):
-    _part(d, "ota_1")["offset"] = "0x190000"
+    _part(d, "ota_1")["offset"] = "0x180000"
 
 
 def _misaligned(d):
-    _part(d, "ota_1").update(offset="0x1a1000", size="0x17f000")
+    _part(d, "ota_1").update(offset="0x191000", size="0x17f000")
 
 
 def _no_ota_1(d):
@@ -258,9 +269,9 @@ PLANTED = [
     ("duplicate_i2c_address", _duplicate_address,
      "component 'env2': I2C address 0x76 on bus 'i2c0' is already used by component 'env'"),
     ("overlapping_partitions", _overlap,
-     "partition 'ota_1': 0x190000-0x30ffff overlaps partition 'ota_0' (0x20000-0x19ffff)"),
+     "partition 'ota_1': 0x180000-0x2fffff overlaps partition 'ota_0' (0x10000-0x18ffff)"),
     ("app_misaligned", _misaligned,
-     "partition 'ota_1': app partition offset 0x1a1000 is not aligned to 64 KiB (0x10000)"),
+     "partition 'ota_1': app partition offset 0x191000 is not aligned to 64 KiB (0x10000)"),
     ("no_ota_1", _no_ota_1,
      "partitions: no ota_1 app partition; OTA needs otadata, ota_0 and ota_1"),
     ("range_min_not_below_max", _bad_range,
@@ -363,12 +374,133 @@ def test_partition_beyond_flash(tmp_path):
     )
 
 
+# -- the "image" object: boards describe MicroPython's stock images ---------------------
+STOCK_OTA = {"micropython_board": "ESP32_GENERIC", "variant": "ota", "romfs": False,
+             "frozen": {"umqtt.simple": "1.7.0"}}  # fmt: skip
+
+
+def _stock_ota(d):
+    """BASE as the v1.28.0 -OTA image describes it: no vfs row (made at boot)."""
+    d["image"] = copy.deepcopy(STOCK_OTA)
+    d["partitions"] = [p for p in d["partitions"] if p["name"] != "vfs"]
+
+
+def test_stock_ota_board_is_valid_and_its_vfs_is_made_at_boot(tmp_path):
+    d = _board()
+    _stock_ota(d)
+    assert list(check_file(_write(tmp_path, d))) == []
+    b = load_board(_write(tmp_path, d))
+    assert (b.filesystem_offset(), b.filesystem_size()) == (0x310000, 0xF0000)
+    assert b.filesystem_at_runtime() and b.supports("ota-firmware") and b.supports("ota-app")
+    assert set(b.accepted_tables()) == {"4MiB-ota-v1.24", "4MiB-ota"}
+
+
+def _v124_table(d):
+    _stock_ota(d)
+    d["partitions"].append(
+        {"name": "vfs", "type": "data", "subtype": "fat", "offset": "0x310000", "size": "0xf0000"}
+    )
+
+
+def _plain_with_ota_table(d):
+    _stock_ota(d)
+    d["image"]["variant"] = "plain"
+
+
+def _ota_variant_without_slots(d):
+    _stock_ota(d)
+    d["partitions"] = [p for p in d["partitions"] if not p["name"].startswith("ota")]
+
+
+def _unknown_image(d):
+    _stock_ota(d)
+    d["image"]["micropython_board"] = "ESP32_CUSTOM"
+
+
+def _chip_mismatch(d):
+    _stock_ota(d)
+    d["image"].update(micropython_board="ESP32_GENERIC_S3", variant="plain")
+    d["partitions"] = copy.deepcopy(json.loads((BOARDS / "sim.json").read_text())["partitions"])
+
+
+def _frozen_mismatch(d):
+    _stock_ota(d)
+    d["image"]["frozen"] = {"umqtt.simple": "1.4.0"}
+
+
+def _no_s3_ota(d):
+    _stock_ota(d)
+    d["chip"] = "esp32s3"
+    d["buses"]["i2c0"].update(sda=8, scl=9)
+    d["image"]["micropython_board"] = "ESP32_GENERIC_S3"
+
+
+IMAGE_FAULTS = [
+    ("v1.24_table_is_not_the_newest", _v124_table,
+     ("partitions: must be the table of ESP32_GENERIC-OTA v1.28.0 (partitions-4MiB-ota.csv): "
+      "'vfs' is not in the image's table")),
+    ("plain_image_with_ota_table", _plain_with_ota_table,
+     ("partitions: must be the table of ESP32_GENERIC v1.28.0 (partitions-4MiBplus.csv): "
+      "'nvs' is data/nvs 0x9000+0x4000, the image has data/nvs 0x9000+0x6000")),
+    ("unknown_micropython_board", _unknown_image,
+     ("image: micropython_board 'ESP32_CUSTOM' must be one of ESP32_GENERIC, ESP32_GENERIC_S3, "
+      "ESP32_GENERIC_C3, M5STACK_ATOM")),
+    ("image_for_another_chip", _chip_mismatch,
+     "image: ESP32_GENERIC_S3 is an image for esp32s3, the board is esp32"),
+    ("frozen_not_the_stock_images", _frozen_mismatch,
+     ('image: frozen must be {"umqtt.simple": "1.7.0"}: what ESP32_GENERIC v1.28.0 freezes that '
+      "thingkit also ships")),
+    ("no_ota_image_for_s3", _no_s3_ota,
+     "image: MicroPython publishes no -OTA image of ESP32_GENERIC_S3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"), [p[1:] for p in IMAGE_FAULTS], ids=[p[0] for p in IMAGE_FAULTS]
+)
+def test_image_faults_fail_with_exact_message(tmp_path, mutate, expected):
+    d = _board()
+    mutate(d)
+    path = _write(tmp_path, d)
+    assert [str(i) for i in check_file(path).errors] == [f"{path}: {expected}"]
+
+
+def test_ota_variant_needs_the_ota_slots(tmp_path):
+    d = _board()
+    _ota_variant_without_slots(d)
+    msgs = [str(i).split(": ", 1)[1] for i in check_file(_write(tmp_path, d)).errors]
+    assert (
+        "partitions: no otadata partition (type data, subtype ota); OTA needs otadata, ota_0 and ota_1"
+        in msgs
+    )
+    assert "partitions: no ota_0 app partition; OTA needs otadata, ota_0 and ota_1" in msgs
+
+
+def test_shipped_boards_describe_stock_images():
+    """Each shipped board's partitions are its image's table at the newest release, and the
+    sim boards cover the plain, -OTA and ROMFS images."""
+    images = {b.id: b.image for b in all_boards()}
+    assert images["sim"] == {"micropython_board": "ESP32_GENERIC", "variant": "plain",
+                             "romfs": False, "frozen": {"umqtt.simple": "1.7.0"}}  # fmt: skip
+    assert images["sim-ota"]["variant"] == "ota" and images["sim-romfs"]["romfs"] is True
+    assert all(i["romfs"] is False for k, i in images.items() if k != "sim-romfs")
+    sim, sim_ota = load_board("sim"), load_board("sim-ota")
+    assert not any(p.type == "app" and p.subtype.startswith("ota_") for p in sim.partitions)
+    assert not sim.supports("ota-firmware") and sim_ota.supports("ota-firmware")
+    assert sim.components == sim_ota.components == load_board("sim-romfs").components
+    assert (sim.filesystem_offset(), sim.filesystem_size()) == (0x200000, 0x200000)
+    assert (sim_ota.filesystem_offset(), sim_ota.filesystem_size()) == (0x310000, 0xF0000)
+
+
 # -- registry ------------------------------------------------------------------------
 def test_load_board_by_id():
     b = load_board("m5stack-core2")
     assert (b.chip, b.flash_bytes, b.psram) == ("esp32", 16 * 1024 * 1024, True)
-    assert b.filesystem_offset() == 0x820000
-    assert b.filesystem_size() == 0x7E0000
+    # ESP32_GENERIC-SPIRAM v1.26+: no vfs in the table; MicroPython makes it at boot
+    # from the end of 'factory' (0x200000) to the end of the 16 MB flash.
+    assert b.filesystem_offset() == 0x200000
+    assert b.filesystem_size() == 0xE00000
+    assert b.filesystem_at_runtime()
     assert b.component("imu")["address"] == 0x68
     assert b.has("mpu6886") and b.has("battery") and not b.has("bme280")
 
@@ -458,8 +590,25 @@ def test_cli_list(capsys):
 def test_cli_show(capsys):
     assert _run(["boards", "show", "esp32-devkitc-bme280"]) == 0
     out = capsys.readouterr().out
-    assert "filesystem: littlefs on vfs at 0x320000 (896 KiB)" in out
+    assert (
+        "filesystem: littlefs on vfs at 0x200000 (2 MiB, created at boot after 'factory' to "
+        "the end of flash)"
+    ) in out
+    assert (
+        "image: ESP32_GENERIC (stock, variant plain); download ESP32_GENERIC-<date>-v1.28.0.bin"
+        in out
+    )
+    assert (
+        "flash accepts: partitions-4MiB.csv (v1.24.1, v1.25.0); "
+        "partitions-4MiBplus.csv (v1.26.0, v1.27.0, v1.28.0)"
+    ) in out
+    assert "features: ota-firmware no (needs the -OTA image), ota-app yes" in out
     assert "i2c0 0x76" in out
+    assert _run(["boards", "show", "esp32-devkitc-ota"]) == 0
+    out = capsys.readouterr().out
+    assert "download ESP32_GENERIC-OTA-<date>-v1.28.0.bin from micropython.org" in out
+    assert "features: ota-firmware yes, ota-app yes" in out
+    assert "vfs at 0x310000 (960 KiB, created at boot after 'ota_1' to the end of flash)" in out
     assert _run(["boards", "show", "--json", "sim"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads((BOARDS / "sim.json").read_text())
 
@@ -486,10 +635,17 @@ def _paths(node, prefix=()):
 @pytest.mark.parametrize("odd", [None, [], {}, [1], "x", -1, True, 1.5])
 def test_checker_never_crashes_on_odd_values(odd):
     """Any field replaced by any JSON value gives issues, never an exception."""
-    for path, _ in list(_paths(BASE)):
+    with_image = copy.deepcopy(BASE)
+    _stock_ota(with_image)
+    for base in (BASE, with_image):
+        _replace_each(base, odd)
+
+
+def _replace_each(base: dict, odd) -> None:
+    for path, _ in list(_paths(base)):
         if not path:
             continue
-        d = copy.deepcopy(BASE)
+        d = copy.deepcopy(base)
         node = d
         for k in path[:-1]:
             node = node[k]

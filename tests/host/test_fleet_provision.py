@@ -26,13 +26,11 @@ from provisioning.image import read_image
 from provisioning.manifest import DeviceRecord, assign_names, generated_records
 from provisioning.store import LEDGER, FleetStore
 
-PART = 0xE0000
-SPEC = FleetSpec(
-    endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
-    board="esp32-devkitc",
-    partition_size=PART,
-    fs_offset=0x320000,
-)
+# esp32-devkitc runs the stock ESP32_GENERIC image: from v1.26 MicroPython creates its vfs
+# at boot after 'factory' (0x200000) to the end of the 4 MB flash; v1.24/v1.25 have the
+# same vfs in their partitions-4MiB.csv. The spec takes both from the board definition.
+PART = 0x200000
+SPEC = FleetSpec.for_board("abc-ats.iot.eu-west-1.amazonaws.com", "esp32-devkitc")
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +170,19 @@ def test_other_fleet_settings_are_refused(ca: CertificateAuthority, tmp_path: Pa
         provision_fleet(ca, SPEC, _recs(1), tmp_path / "out", ca.root_der, jobs=1)
 
 
+def test_filesystem_layout_comes_from_the_board(ca: CertificateAuthority, tmp_path: Path) -> None:
+    assert (SPEC.fs_offset, SPEC.partition_size) == (0x200000, PART)
+    ota = FleetSpec.for_board("h", "esp32-devkitc-ota")  # -OTA image: vfs after ota_1
+    assert (ota.fs_offset, ota.partition_size) == (0x310000, 0xF0000)
+    core2 = FleetSpec.for_board("h", "m5stack-core2")  # 16 MB flash: the rest after factory
+    assert (core2.fs_offset, core2.partition_size) == (0x200000, 0xE00000)
+    # thingkit's old custom layout is refused: the image would land inside the stock vfs.
+    old = FleetSpec(endpoint="h", board="esp32-devkitc", partition_size=0xE0000, fs_offset=0x320000)
+    with pytest.raises(FleetError, match=r"0x320000\+0xe0000 is not board esp32-devkitc's"):
+        provision_fleet(ca, old, _recs(1), tmp_path / "out", ca.root_der, jobs=1)
+    assert not (tmp_path / "out").exists()
+
+
 MOUNT = r"""
 import os, sys, vfs
 BS = 4096
@@ -215,7 +226,9 @@ def test_image_mounts_with_micropython_littlefs(ca: CertificateAuthority, tmp_pa
     assert img.stat().st_size <= 128 * 1024 < PART  # trimmed: the files, not the partition
     (tmp_path / "mount.py").write_text(MOUNT)
     r = subprocess.run(
-        [str(micropython), str(tmp_path / "mount.py"), str(img), str(PART), str(FIRMWARE)],
+        # The RAM block device holds the whole 2 MiB partition: more than the default heap.
+        [str(micropython), "-X", "heapsize=8M", str(tmp_path / "mount.py"), str(img), str(PART)]
+        + [str(FIRMWARE)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -297,7 +310,7 @@ def test_cli_count_dry_run_then_real(cli_ca: Path, tmp_path: Path, capsys) -> No
     rc, o, err = _run(capsys, *_aws_provision(out, cli_ca, "--count", "5", "--yes"))
     assert rc == 0, err
     assert "provisioned 5 devices (5 issued, 0 refused)" in o and "identities/s" in o
-    assert "write-flash 0x320000" in o
+    assert "write-flash 0x200000" in o
     rc, o, _ = _run(capsys, *_aws_provision(out, cli_ca, "--count", "5", "--yes"))
     assert "0 issued, 5 already provisioned" in o
 
