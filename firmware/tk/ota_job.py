@@ -170,7 +170,7 @@ class Worker:
             from tk import ota_boot
             ota_boot.done()
         dl = None
-        forget("ota_write", "ota_bundle", "p256", "ota_slot", "streams")
+        forget(("ota_write", "ota_bundle", "p256", "ota_slot", "streams"))
         gc.collect()
         free, total = gc.mem_free(), gc.mem_free() + gc.mem_alloc()
         budget = total - self.hal.heap_reserved()
@@ -213,7 +213,7 @@ class Worker:
 
 def _unload():
     """Forget the update-time modules (verifier, writer): their RAM comes back."""
-    forget("ota_write", "ota_bundle", "p256", "ota_slot", "streams")
+    forget(("ota_write", "ota_bundle", "p256", "ota_slot", "streams"))
 
 
 def _version():
