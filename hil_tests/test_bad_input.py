@@ -12,16 +12,21 @@ from hil_tests.helpers import wait_connected
 pytestmark = pytest.mark.slow
 
 
-def test_bad_config_idles_with_clear_error_then_recovers(bench, make_kit, observer):
+@pytest.mark.parametrize("where", ["mqtt", "top"])
+def test_bad_config_idles_with_clear_error_then_recovers(bench, make_kit, observer, where):
     kit = make_kit(bench)
     cfg_path = kit.flash / "config.json"
     good = cfg_path.read_text()
     doc = json.loads(good)
-    doc["mqtt"]["password"] = "hunter2"  # only certificates are credentials
+    # Only certificates are credentials, wherever in the file another one is written.
+    (doc["mqtt"] if where == "mqtt" else doc)["password"] = "hunter2"
     cfg_path.write_text(json.dumps(doc))
     kit.power_on()
+    field = "mqtt\\.password" if where == "mqtt" else "password"
     kit.wait_for(
-        r"E main: config: mqtt\.password: unknown field; only TLS certificates may be used", 10
+        rf"E main: config: {field}: a credential other than the TLS certificate; only "
+        r"certificates are accepted",
+        10,
     )
     time.sleep(2)
     assert kit.is_running(), "a bad config must not stop the device"

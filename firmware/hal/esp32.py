@@ -87,4 +87,4 @@ def rssi():
 
 
 # Peripherals: machine, esp32 and neopixel (hal/esp32_hw.py).
-from hal.esp32_hw import adc, i2c, mcu_temperature, neopixel, pin_in, pin_out, touch  # noqa: E402,F401
+from hal.esp32_hw import adc, i2c, mcu_temperature, mcu_temperature_raw, neopixel, pin_in, pin_out, touch  # noqa: E402,F401

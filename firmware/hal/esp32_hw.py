@@ -56,13 +56,24 @@ def touch(n):
 
 
 def mcu_temperature():
+    """Degrees C, on chips with a calibrated sensor (S2, S3, C3, C6)."""
     f = getattr(esp32, "mcu_temperature", None)
-    if f is not None:
-        return f()
-    raw = esp32.raw_temperature()
+    if f is None:
+        # The original ESP32: its board definition declares the "raw" reading instead.
+        raise OSError(errno.ENODEV)
+    return f()
+
+
+def mcu_temperature_raw():
+    """The original ESP32's uncalibrated sensor value (no unit). A constant 128 is what
+    many chips read when the sensor does not work: an error, not a reading."""
+    f = getattr(esp32, "raw_temperature", None)
+    if f is None:
+        raise OSError(errno.ENODEV)
+    raw = f()
     if raw == 128:
         raise OSError(errno.EIO)
-    return (raw - 32) / 1.8
+    return raw
 
 
 def neopixel(n, count):

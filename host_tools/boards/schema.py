@@ -97,6 +97,7 @@ def check_data(data: object, issues: Issues, stem: str | None = None) -> Issues:
         issues.error("", "field 'components' must be a list")
         comps = []
     _check_components(comps, buses, issues)
+    _check_mcu_temperature(data.get("chip"), comps, issues)
     if chip is not None:
         reserved = chip.reserved(data["psram"] is True, data.get("octal_spi") is True)
         extra = data.get("reserved_pins", [])
@@ -178,6 +179,23 @@ def _check_buses(buses: dict, chip: Chip | None, issues: Issues) -> None:
                 issues.error(where, f"{f} must be a GPIO number")
         if "freq" in bus and (not _is_int(bus["freq"]) or bus["freq"] <= 0):
             issues.error(where, "freq must be a positive number (Hz)")
+
+
+def _check_mcu_temperature(chip: object, comps: list, issues: Issues) -> None:
+    """The original ESP32 has only an uncalibrated raw sensor (esp32.raw_temperature(),
+    "doesn't represent any particular unit"): its mcu_temp declares ``raw``, never a
+    temperature in degrees. The S2, S3, C3 and C6 read degrees (esp32.mcu_temperature())."""
+    for comp in comps:
+        if not isinstance(comp, dict) or comp.get("driver") != "mcu_temp":
+            continue
+        readings = comp.get("readings") if isinstance(comp.get("readings"), dict) else {}
+        where = f"component '{comp.get('id')}'"
+        if chip == "esp32" and "temperature" in readings:
+            issues.error(
+                where,
+                "the original ESP32 has no calibrated temperature sensor: declare the reading "
+                "'raw' (esp32.raw_temperature(), no unit)",
+            )
 
 
 def _check_components(comps: list, buses: dict, issues: Issues) -> None:

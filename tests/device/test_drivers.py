@@ -682,6 +682,31 @@ def test_neopixel_write_then_read(kit):
     assert r[8] == {"on": True} and r[9] == [16, 16, 16]  # dim white by default
 
 
+def test_mcu_temp_raw_reading_of_the_original_esp32(mpy):
+    # A component declaring "raw" reads the uncalibrated value and nothing in degrees.
+    r = mpy.one("""
+        from tk.drivers import mcu_temp
+        from tkfakes import out
+        class Hw:
+            v = 117
+            def mcu_temperature():
+                raise AssertionError("degrees asked of a raw-only sensor")
+            def mcu_temperature_raw():
+                if Hw.v == 128:
+                    raise OSError(5)
+                return Hw.v
+        d = mcu_temp.create({"id": "mcu_temp", "readings": {"raw": {}}}, Hw, None)
+        res = [dict(d.read())]
+        Hw.v = 128
+        try:
+            d.read()
+        except OSError as e:
+            res.append(e.args[0])
+        out(res)
+    """)
+    assert r == [{"raw": 117}, 5]
+
+
 def test_adc_touch_and_mcu_temperature(kit):
     r = kit(
         """
@@ -765,7 +790,8 @@ def test_board_layer_hal_sim_offers_the_peripherals(mpy):
         from tk import drivers
         from tkfakes import out
         board = hal.load()
-        names = ("i2c", "pin_in", "pin_out", "adc", "touch", "mcu_temperature", "neopixel")
+        names = ("i2c", "pin_in", "pin_out", "adc", "touch", "mcu_temperature",
+                 "mcu_temperature_raw", "neopixel")
         comps = json.load(open("board.json"))["components"]
         out([[n for n in names if not hasattr(board, n)],
              sorted(drivers.open_component(c, board).id for c in comps)])
@@ -841,10 +867,14 @@ def test_esp32_hw_against_fake_machine(mpy):
         hw.touch(4)
         hw.neopixel(27, 25)
         res = {"same": same, "calls": calls}
-        res["esp32_f"] = hw.mcu_temperature()
+        try:
+            hw.mcu_temperature()  # the original ESP32: no calibrated sensor
+        except OSError as e:
+            res["no_degrees"] = err(e)
+        res["esp32_raw"] = hw.mcu_temperature_raw()
         Esp32.raw = 128
         try:
-            hw.mcu_temperature()
+            hw.mcu_temperature_raw()
         except OSError as e:
             res["no_reading"] = err(e)
         Esp32.mcu_temperature = staticmethod(lambda: 37.5)
@@ -868,7 +898,9 @@ def test_esp32_hw_against_fake_machine(mpy):
     assert adcs == [["ADC", [["Pin", 34]], [["atten", 3]]], ["ADC", [["Pin", 35]], [["atten", 2]]]]
     assert calls[-1] == ["NeoPixel", [["Pin", 27, 3], 25], []]
     assert ["TouchPad", [["Pin", 4]], []] in calls
-    assert abs(r["esp32_f"] - 45.0) < 1e-9  # 113 F
+    # The original ESP32: no degrees, only the raw (unitless) value; 128 is no reading.
+    assert r["no_degrees"][0] == "OSError"
+    assert r["esp32_raw"] == 113
     assert r["no_reading"][0] == "OSError"
     assert r["s3_c"] == 37.5
     assert r["bad_atten"] == "ValueError"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.boards import catalog
+from host_tools.boards import catalog, schema
 from host_tools.boards.cli import register
 from host_tools.boards.issues import Issues
 from host_tools.boards.registry import (
@@ -78,7 +78,7 @@ BASE = {
             "id": "mcu_temp",
             "kind": "mcu_temperature",
             "driver": "mcu_temp",
-            "readings": {"temperature": {"unit": "C", "range": [-40, 125]}},
+            "readings": {"raw": {"unit": "raw", "range": [0, 255]}},
         },
         {
             "id": "led",
@@ -651,3 +651,20 @@ def _replace_each(base: dict, odd) -> None:
             node = node[k]
         node[path[-1]] = copy.deepcopy(odd)
         check_data(d, Issues("odd.json"), stem="planted")
+
+
+@pytest.mark.parametrize(
+    "chip, reading, problem",
+    [
+        ("esp32", "temperature", "the original ESP32 has no calibrated temperature sensor"),
+        ("esp32", "raw", None),
+        ("esp32s3", "temperature", None),
+    ],
+)
+def test_mcu_temperature_reading_follows_the_chip(chip, reading, problem) -> None:
+    data = copy.deepcopy(BASE)
+    data["chip"] = chip
+    data["components"][0]["readings"] = {reading: {"unit": "raw", "range": [0, 255]}}
+    issues = schema.check_data(data, Issues("planted.json"))
+    found = [i.message for i in issues.errors if "mcu_temp" in i.where]
+    assert (found[0].startswith(problem) if problem else found == []), found

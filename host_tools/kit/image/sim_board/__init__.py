@@ -78,4 +78,4 @@ def rssi():
 
 
 # Peripherals: emulated register by register (sim_board/hw.py), so the real drivers run.
-from sim_board.hw import adc, i2c, mcu_temperature, neopixel, pin_in, pin_out, touch  # noqa: E402,F401
+from sim_board.hw import adc, i2c, mcu_temperature, mcu_temperature_raw, neopixel, pin_in, pin_out, touch  # noqa: E402,F401

@@ -154,6 +154,18 @@ def mcu_temperature():
     return sim_state.value(_mcu, "temperature", 40.0)
 
 
+def mcu_temperature_raw():
+    # As the original ESP32's sensor: an unscaled value; 128 (a stuck sensor) is an error.
+    global _mcu
+    if _mcu is None:
+        _mcu = sim_state.comp_by_driver("mcu_temp") or {"id": "mcu_temp"}
+    sim_state.poll()
+    raw = int(sim_state.value(_mcu, "raw", 110))
+    if raw == 128:
+        raise OSError(5)  # EIO
+    return raw
+
+
 def neopixel(n, count):
     p = _pixels.get(n)
     if p is None or p.n != count:
