@@ -119,7 +119,11 @@ def test_diagnostics_published_and_kept_in_named_shadow(bench, make_kit, observe
     m = observer.wait(lambda m: m.topic == f"thingkit/{kit.thing}/diag", 30, since=t0)
     assert m is not None, kit.console()
     d = m.json()
-    assert d["fw"] == "0.1.0" and d["slot"] == "ota_0" and d["reset_cause"] == "power_on"
+    # The running app partition of the board's stock table: the factory app on a plain
+    # image, ota_0 on an -OTA image, before any update.
+    apps = [p.name for p in kit.board.partitions if p.type == "app"]
+    first = "factory" if "factory" in apps else "ota_0"
+    assert d["fw"] == "0.1.0" and d["slot"] == first and d["reset_cause"] == "power_on"
     assert d["reconnects"] == 0 and isinstance(d["rssi"], int)
     assert 0 < d["heap_min_free"] <= d["heap_free"] or d["heap_min_free"] <= d["heap_free"]
     assert 0 < d["heap_alloc"] < kit.heap_bytes()

@@ -3,8 +3,8 @@ again without App #2, and after two sessions in a row ended by MemoryError it dr
 (tk.device). It says why in the shadow, answers App #1 and can be reached (for an update
 or a smaller configuration), where it used to fail every session and stay unreachable.
 
-The heap figures are the 64-bit virtual kit's: 80 KiB holds App #1 + App #2 there, 72 KiB
-does not."""
+The heap figures are the 64-bit virtual kit's, code as .mpy in RAM (a stock image): 128 KiB
+holds App #1 + App #2 there, 72 KiB does not."""
 
 from __future__ import annotations
 

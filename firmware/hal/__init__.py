@@ -6,6 +6,7 @@ A board module provides:
     rtc_set(unix_seconds)   set the real-time clock
     unique_id()             hex string unique to this chip (MAC-derived)
     reset_cause()           'power_on', 'hard', 'soft', 'watchdog', 'deepsleep', 'brownout', ...
+    tls_heap()              (free, largest block) of the heap Mbed TLS uses, or None
 """
 import sys
 

@@ -79,6 +79,23 @@ def heap_reserved():
     return 0
 
 
+def tls_heap():
+    """(free bytes, largest free block) of ESP-IDF's data heap, where Mbed TLS allocates
+    (outside MicroPython's GC heap); None if the port cannot say."""
+    import esp32
+    try:
+        regions = esp32.idf_heap_info(esp32.HEAP_DATA)  # [(total, free, largest, min_free)]
+    except (AttributeError, OSError):
+        return None
+    free = 0
+    largest = 0
+    for r in regions:
+        free += r[1]
+        if r[2] > largest:
+            largest = r[2]
+    return free, largest
+
+
 def rssi():
     try:
         return network.WLAN(network.STA_IF).status("rssi")

@@ -35,6 +35,7 @@ class App2:
         self.thing = thing
         self.topic = topic
         self.hw = hw
+        self.oom = False  # the last read_all() had a component out of memory
         self.buses = buses
         self.boot_id = boot_id
         self.comps = comps  # component dicts from board.json
@@ -70,10 +71,15 @@ class App2:
         values, errors = self.read_all()
         _log.info("self-test: %d components read, %d failed%s", len(values), len(errors),
                   (": " + ", ".join(errors)) if errors else "")
+        if self.oom:
+            # A part that does not fit now will not fit later: boot goes on without App #2
+            # (tk.device) rather than reporting memory errors every interval.
+            raise MemoryError("App #2's components do not fit the heap")
         return values, errors
 
     def read_all(self):
         values, errors = {}, {}
+        self.oom = False
         for comp in self.comps:
             cid = comp["id"]
             if cid not in self.enabled:
@@ -82,6 +88,8 @@ class App2:
                 # Drivers reuse their result dict (no allocation per read): copy it.
                 values[cid] = dict(self._driver(comp).read())
             except Exception as e:  # OSError from the bus, ComponentError, driver bugs
+                if isinstance(e, MemoryError):
+                    self.oom = True
                 errors[cid] = repr(e)
                 self._drivers.pop(cid, None)  # reopen next time (the sensor may come back)
         return values, errors

@@ -77,6 +77,10 @@ class Session:
     def open(self):
         cfg = self.cfg
         _log.info("connecting to %s:%d as %s", cfg.endpoint, cfg.port, cfg.thing_name)
+        # Mbed TLS takes its buffers (~17 KB contiguous for TLS 1.2) from the board's own
+        # heap, outside the GC heap: what that heap had at this handshake goes to diag.
+        if self.diag is not None:
+            self.diag.tls_heap = self.hal.tls_heap()
         t0 = time.ticks_ms()
         self.client.connect()
         # TLS has parsed the certificates (if this session read them): their bytes need

@@ -28,6 +28,7 @@ class Diag:
         self.interval_ms = 60000
         self.reconnects = 0
         self.outbox = None  # App #2's tk.outbox.Outbox, if any
+        self.tls_heap = None  # (free, largest free block) of the board's heap at the last TLS handshake
         self.heap_min_free = gc.mem_free()
         self._next = time.ticks_ms()
 
@@ -52,6 +53,8 @@ class Diag:
                 "reconnects": self.reconnects}
         if self.outbox is not None:
             d["outbox"] = self.outbox.stats()
+        if self.tls_heap is not None:
+            d["tls_heap"] = {"free": self.tls_heap[0], "largest": self.tls_heap[1]}
         return d
 
     def tick(self):

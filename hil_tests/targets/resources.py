@@ -48,7 +48,7 @@ class BoardResource:
     power: str = "rts"
     power_on: tuple[str, ...] = ()
     power_off: tuple[str, ...] = ()
-    deps: str = "mip"
+    deps: str = "pinned"
     mip_index: str | None = None
     check_platform: bool = True
     wifi_ssid_env: str = "THINGKIT_WIFI_SSID"

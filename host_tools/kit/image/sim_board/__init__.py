@@ -69,6 +69,11 @@ def heap_reserved():
         return 0
 
 
+def tls_heap():
+    # Mbed TLS allocates with the host's malloc on the unix port: nothing to report.
+    return None
+
+
 def rssi():
     # A fixed, plausible Wi-Fi signal; the sim's hardware state may override it.
     try:
