@@ -111,6 +111,7 @@ class Session:
         self._said = json.dumps(reported)
         reported["connected"] = True
         reported["fw"] = VERSION
+        reported["runtime"] = ota.runtime_version(self.hal)  # the MicroPython image
         reported["slot"] = "%s/%s" % (self.hal.running_slot(), ota.app_slot())
         reported["board"] = self.hal.NAME
         reported["boot"] = self.boot_info

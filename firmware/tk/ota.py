@@ -10,9 +10,12 @@ A job whose document says ``"operation": "thingkit.ota"`` is taken with start-ne
 the bundle is fetched in 1 KiB blocks (tk.streams), the offset persisted in
 ``ota/job.json`` after every window, so a cut link or a power cut resumes where it
 stopped. The header comes first: its signature and manifest are checked
-(tk.ota_bundle) before any payload is written. The payload goes to the inactive app
-slot (tk.slots) or the next OTA partition (kind "firmware"), is read back and hashed,
-then the boot slot is switched and the device reboots. The new version confirms itself
+(tk.ota_bundle) before any payload is written. Kind "app" (thingkit's .mpy files) goes
+to the inactive app slot on the filesystem (tk.slots), on any partition table. Kind
+"firmware" (a MicroPython app image, the interpreter) goes to the next OTA partition:
+it needs the -OTA image's table, checked before any download (tk.ota_image), and its
+version is the runtime's (the image's app descriptor), not the app's. The payload is
+read back and hashed, then the boot slot is switched and the device reboots. The new version confirms itself
 only after a self-test (connected, shadow synced, its own ping answered by App #1); see
 tk.ota_boot. Any refusal ends the job FAILED or REJECTED with a reason; the running
 slot is untouched.
@@ -31,7 +34,8 @@ _log = Logger("ota")
 _STATE = ("ota/boot.json", "ota/job.json")
 # Everything the working part loads: forgotten together when it goes idle.
 _WORK = ("ota_job", "jobs", "ota_boot", "slots", "ota_write", "ota_bundle", "p256",
-         "ota_slot", "streams")
+         "ota_slot", "streams", "ota_image")
+_runtime = None  # the running MicroPython image's version, read once per boot
 
 
 class Agent:
@@ -139,6 +143,17 @@ def app_slot():
     r = slots.running()
     _forget_if_idle()
     return r
+
+
+def runtime_version(hal):
+    """The running MicroPython image's version ("v1.28.0"): its app descriptor, read
+    once per boot through esp32.Partition (tk.ota_image). "unknown" without one."""
+    global _runtime
+    if _runtime is None:
+        from tk import ota_image
+        _runtime = ota_image.running_version(hal) or "unknown"
+        _forget_if_idle()
+    return _runtime
 
 
 def _forget_if_idle():

@@ -44,6 +44,12 @@ def on_trial(hal):
     return slots.pending() is not None or _fw_trial(hal, job())
 
 
+def firmware_trial(hal):
+    """The job state of a firmware update whose new image is running unconfirmed."""
+    j = job()
+    return j if _fw_trial(hal, j) else None
+
+
 def check_deadline(hal):
     """A new version past its confirmation deadline goes back (app: the boot state;
     firmware: a reboot, after which the bootloader returns to the other partition)."""
@@ -97,11 +103,18 @@ def reported(hal):
     done()
 
 
-def installed(job_id, doc):
-    """True if this job's version is the one running, confirmed (report lost)."""
-    from tk.version import VERSION
+def installed(hal, job_id, doc):
+    """True if this job's version is the one running, confirmed (report lost): the
+    runtime's version for a firmware job, the app's for an app job."""
     st = slots.state()
-    return st.get("job") == job_id and not st.get("try") and doc.get("version") == VERSION
+    if st.get("job") != job_id or st.get("try"):
+        return False
+    if doc.get("kind") == "firmware":
+        from tk import ota_image
+        from tk.ota import runtime_version
+        return ota_image.semver(runtime_version(hal)) == doc.get("version")
+    from tk.version import VERSION
+    return doc.get("version") == VERSION
 
 
 def confirm(hal):
@@ -110,7 +123,10 @@ def confirm(hal):
         st = slots.confirm()
         return st.get("job"), st.get("run")
     j = job()
-    hal.partition().mark_app_valid_cancel_rollback()
+    P = hal.partition()
+    P.mark_app_valid_cancel_rollback()
+    from tk.ota_image import release
+    release(P)
     st = slots.state()
     st["job"] = j.get("id")
     slots.write_json(slots.BOOT_FILE, st)

@@ -66,14 +66,44 @@ class Worker:
         if self.app1.pings > before:
             self.selftest = None
             from tk import ota_boot
+            fw = ota_boot.firmware_trial(self.hal)
+            if fw is not None and self._wrong_runtime(fw):
+                return
             job, slot = ota_boot.confirm(self.hal)
-            _log.info("self-test passed: version %s confirmed in slot %s", _version(), slot)
+            det = self._details(fw is not None, slot)
+            _log.info("self-test passed: version %s confirmed in slot %s", det["version"], slot)
             if job:
-                self.jobs.update(job, "SUCCEEDED", {"version": _version(), "slot": slot})
+                self.jobs.update(job, "SUCCEEDED", det)
             ota_boot.done()
             self.jobs.start_next()
         elif time.ticks_diff(time.ticks_ms(), at) > 10000 and tries < 3:
             self._ping_self()
+
+    def _details(self, firmware, slot):
+        """The job's statusDetails on success: "version" is what the update changed (the
+        runtime's for a firmware update, the app's for an app update); both are there."""
+        from tk import ota_image
+        from tk.ota import runtime_version
+        rt = runtime_version(self.hal)
+        return {"version": (ota_image.semver(rt) or rt) if firmware else _version(),
+                "runtime": rt, "app": _version(), "slot": slot}
+
+    def _wrong_runtime(self, j):
+        """A firmware update booted, but the image's descriptor is not the version the
+        job installs: FAILED, not confirmed (the bootloader returns to the previous
+        partition at the reboot)."""
+        from tk import ota_boot, ota_image
+        from tk.ota import runtime_version
+        rt = runtime_version(self.hal)
+        if ota_image.semver(rt) == j.get("ver"):
+            return False
+        why = "runtime_mismatch: %s runs MicroPython %s, the job installs %s" % (
+            j.get("slot"), rt, j.get("ver"))
+        _log.error("update %s: %s", j.get("id"), why)
+        self.jobs.update(j.get("id"), "FAILED", {"reason": why})
+        ota_boot.reported(self.hal)
+        self.hal.reboot()
+        return True
 
     # -- jobs --------------------------------------------------------------------------
     def service(self):
@@ -131,10 +161,11 @@ class Worker:
             self.jobs.start_next()
             return
         from tk import ota_boot
-        if ota_boot.installed(job_id, doc):
+        if ota_boot.installed(self.hal, job_id, doc):
             # Confirmed before a power cut took the report with it.
-            self.jobs.update(job_id, "SUCCEEDED", {"version": _version(),
-                                                   "slot": slots.running()})
+            fw = doc.get("kind") == "firmware"
+            self.jobs.update(job_id, "SUCCEEDED", self._details(
+                fw, self.hal.running_slot() if fw else slots.running()))
             self.jobs.start_next()
             return
         gc.collect()
@@ -199,6 +230,12 @@ class Worker:
         gc.collect()
 
     def _activate(self):
+        from tk.ota_write import Refused
+        try:
+            self.dl.switch()
+        except Refused as e:  # a firmware image set_boot() refuses
+            self._refuse(e.status, e.reason)
+            return
         dl, self.dl = self.dl, None
         self.jobs.update(dl.job_id, "IN_PROGRESS", {"step": "reboot", "version": dl.version})
         _log.info("job %s: version %s written to %s; rebooting", dl.job_id, dl.version,
@@ -206,7 +243,6 @@ class Worker:
         used, before, budget = dl.heap_report()
         _log.info("update heap: peak %d of %d bytes (%d before the job); signature check "
                   "%s ms", used, budget, before, dl.verify_ms)
-        dl.switch()
         self.client.close()
         self.hal.reboot()
 

@@ -143,15 +143,32 @@ class Download:
         return self.j["po"]
 
     def _new(self, doc):
-        """Checks that need only the job document; a fresh state."""
+        """Checks that need only the job document (and, for a firmware update, the
+        partition table): before any block is asked for. A fresh state."""
         kind = doc.get("kind")
         if kind not in ("app", "firmware"):
             raise Refused("REJECTED", "wrong_kind: unknown bundle kind %r" % (kind,))
+        running = VERSION  # an app update replaces thingkit's code: the app's version
+        if kind == "firmware":
+            # A MicroPython image goes to the next OTA partition: none on a stock
+            # ESP32_GENERIC table (get_next_update raises ENOENT there).
+            from tk import ota_image
+            nxt = ota_image.next_partition(self.hal)
+            if nxt is None:
+                raise Refused("FAILED", "no_ota_partitions: firmware updates need the -OTA "
+                              "image's partition table (ota_0/ota_1); this board runs %s "
+                              "from a table without OTA partitions: flash "
+                              "ESP32_GENERIC-OTA or use an app update"
+                              % ota_image.running_label(self.hal))
+            target, cap = nxt.info()[4], nxt.info()[3]
+            # It replaces the interpreter: compared with the runtime's version.
+            from tk.ota import runtime_version
+            running = ota_image.semver(runtime_version(self.hal)) or "0.0.0"
         ver = doc.get("version")
         try:
-            if self.ob.version(ver) <= self.ob.version(VERSION):
-                why = "same_version" if ver == VERSION else "downgrade"
-                raise Refused("REJECTED", "%s: version %s, running %s" % (why, ver, VERSION))
+            if self.ob.version(ver) <= self.ob.version(running):
+                why = "same_version" if ver == running else "downgrade"
+                raise Refused("REJECTED", "%s: version %s, running %s" % (why, ver, running))
         except ValueError as e:
             raise Refused("REJECTED", "bad_format: %s" % e)
         size, sid = doc.get("size"), doc.get("streamId")
@@ -161,16 +178,12 @@ class Download:
             target = slots.inactive()
             cap = slots.SLOT_BYTES
             ota_slot.remove_tree(slots.slot_dir(target))
-        else:
-            part = self.hal.partition()
-            target = part(part.RUNNING).get_next_update().info()[4]
-            cap = part(target).info()[3]
         if size > cap + 8192 + 76:
             raise Refused("REJECTED", "too_large: bundle of %d bytes, slot holds %d"
                           % (size, cap))
         j = {"id": self.job_id, "st": "dl", "po": 0, "kind": kind, "ver": ver, "sid": sid,
              "fid": doc.get("fileId", 0), "size": size, "slot": target, "cap": cap,
-             "confirm_s": self.cfg.ota_confirm_s}
+             "run": running, "confirm_s": self.cfg.ota_confirm_s}
         slots.write_json(JOB_FILE, j)
         return j
 
@@ -284,7 +297,8 @@ class Download:
         ob, j = self.ob, self.j
         h = self.header
         board = ota_slot.board_id(self.hal)
-        m = h.check(board=board[0], chip=board[1], running=VERSION, capacity=j["cap"],
+        m = h.check(board=board[0], chip=board[1], running=j.get("run") or VERSION,
+                    capacity=j["cap"],
                     kinds=(j["kind"],), size=self.size)
         if m["version"] != j["ver"]:
             raise Refused("FAILED", "bad_format: job says %s, manifest %s" % (j["ver"],
@@ -312,7 +326,15 @@ class Download:
             if j["prev_run"] != "factory":  # the new firmware runs its own app
                 st["run"] = "factory"
                 slots.write_json(slots.BOOT_FILE, st)
-            self.part.set_boot()
+            try:
+                # ESP-IDF verifies the image here: anything but an app image is refused.
+                self.part.set_boot()
+            except OSError as e:
+                st["run"] = j["prev_run"]
+                slots.write_json(slots.BOOT_FILE, st)
+                raise Refused("FAILED", "bad_image: set_boot refused what was written to "
+                              "%s (OSError %s): not a bootable ESP-IDF app image"
+                              % (j["slot"], " ".join([str(a) for a in e.args])))
         else:
             slots.write_json(JOB_FILE, j)
             slots.switch(self.target, self.job_id, self.version, j["confirm_s"])
@@ -324,4 +346,8 @@ class Download:
         self.stream.forget()
         if self.part is None:
             ota_slot.remove_tree(slots.slot_dir(self.target))
+        else:
+            from tk.ota_image import release
+            release(type(self.part))
+            self.part = self.writer = None
         ota_boot.done()

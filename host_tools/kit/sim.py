@@ -218,8 +218,9 @@ class SimKit:
             shutil.rmtree(self.flash / sub, ignore_errors=True)
         self.romfs_image.unlink(missing_ok=True)
         # A fresh install is the factory image in ota_0 (the OTA partitions' state goes).
-        for extra in ("ota_1.img", "otadata.json"):
-            (self.root / extra).unlink(missing_ok=True)
+        (self.root / "otadata.json").unlink(missing_ok=True)
+        for part in self.root.glob("part-*.bin"):
+            part.unlink()
         files = firmware_files(source)
         if mode == "romfs":
             return self._install_romfs(files)
@@ -330,10 +331,8 @@ class SimKit:
         return self._image_bytes() + ROMFS_BLOCK_OVERHEAD + hw
 
     def _image_bytes(self) -> int:
-        """The larger of the two firmware images (ota_0, ota_1): the boot step may pick
-        either after an OTA reboot."""
-        other = self.root / "ota_1.img"
-        return max(self.romfs_image.stat().st_size, other.stat().st_size if other.exists() else 0)
+        """The ROMFS image's size (read into the heap on the sim)."""
+        return self.romfs_image.stat().st_size
 
     def calibrate(self) -> int:
         """Measure the heap the simulated hardware of this board costs (once per
@@ -364,26 +363,32 @@ class SimKit:
         return n
 
     def _argv(self) -> list[str]:
+        from host_tools.kit.app_partition import prepare
+
         mp = micropython_binary()
+        # Every boot starts with the emulated bootloader (host_tools/kit/bootloader.py,
+        # its own short process): it picks the app partition, with rollback.
+        boot = str(prepare(self.root, self.board()))
         if not self.romfs_image.exists():
             # Code in the filesystem: the heap cap is the budget plus what the sim's
             # hardware and port cost (reserved); status 75 is a reboot, as below.
             loop = (
-                'while :; do "$1" -X heapsize=$2 main.py; rc=$?; '
+                'while :; do "$1" "$3" || exit $?; "$1" -X heapsize=$2 main.py; rc=$?; '
                 "[ $rc -eq 75 ] || exit $rc; export TK_SIM_RESET=soft; done"
             )
-            return ["/bin/sh", "-c", loop, "kit", mp, str(self.heap_bytes() + self._reserved())]
+            heap = str(self.heap_bytes() + self._reserved())
+            return ["/bin/sh", "-c", loop, "kit", mp, heap, boot]
         # The image is read into the heap on the sim (memory-mapped flash on a board):
         # the cap grows by exactly its GC block so the firmware keeps its budget.
         # The firmware reboots (an OTA update) by exiting with status 75: the kit's reset
-        # circuit, this shell loop, starts it again with the RTC kept (a soft reset).
-        # The heap cap is worked out again each time: the boot step may pick the other
-        # image. power_off kills the loop and the firmware together (one process group).
+        # circuit, this shell loop, runs the emulated bootloader and starts it again with
+        # the RTC kept (a soft reset). power_off kills the loop and the firmware together
+        # (one process group).
         hw = self._reserved() - self._image_bytes() - ROMFS_BLOCK_OVERHEAD
         loop = (
-            'while :; do a=$(stat -c %s "$1"); b=0; [ -f "$2" ] && b=$(stat -c %s "$2"); '
-            '[ "$b" -gt "$a" ] && a=$b; r=$((a + $3)); export TK_SIM_HEAP_RESERVED=$r; '
-            '"$4" -X heapsize=$(($5 + r)) "$6" "$1" "$7"; rc=$?; '
+            'while :; do "$3" "$7" || exit $?; '
+            'r=$(($(stat -c %s "$1") + $2)); export TK_SIM_HEAP_RESERVED=$r; '
+            '"$3" -X heapsize=$(($4 + r)) "$5" "$1" "$6"; rc=$?; '
             "[ $rc -eq 75 ] || exit $rc; export TK_SIM_RESET=soft; done"
         )
         return [
@@ -392,12 +397,12 @@ class SimKit:
             loop,
             "kit",
             str(self.romfs_image),
-            str(self.root / "ota_1.img"),
             str(ROMFS_BLOCK_OVERHEAD + hw),
             mp,
             str(self.heap_bytes()),
             str(Path(__file__).with_name("rom_boot.py")),
             str(self.flash),
+            boot,
         ]
 
     def power_off(self) -> None:

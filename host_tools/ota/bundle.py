@@ -22,9 +22,7 @@ The device side is firmware/tk/ota_bundle.py; both refuse the same things.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -39,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from host_tools.errors import UserError
 from host_tools.ota import keys
+from host_tools.ota.app_image import AppImage, read_app_image
 from host_tools.paths import FIRMWARE
 
 MAGIC = b"TKOTA1\n\0"
@@ -152,25 +151,40 @@ def compile_app(source: Path = FIRMWARE, version: str = "0.0.0") -> dict[str, by
     return dict(sorted(out.items()))
 
 
-def firmware_image(source: Path, version: str = "0.0.0") -> bytes:
-    """The one file of a ``firmware`` bundle.
+def firmware_image(source: Path) -> tuple[bytes, AppImage]:
+    """The one file of a ``firmware`` bundle, checked: an ESP-IDF app image (MicroPython's
+    ``.app-bin`` for the -OTA board variant) and what its app descriptor says.
 
-    A file is taken as it is (an ESP32 app image). A directory is built into a ROMFS
-    image the way the virtual kit's firmware is (mpremote's builder, modules compiled by
-    mpy-cross, without main.py), with ``VERSION`` set as in :func:`compile_app`.
+    Raises:
+        UserError: ``source`` is a directory, unreadable, or not an app image (a ROMFS
+            image, garbage, a corrupt image): one line saying which.
     """
     source = Path(source)
-    if source.is_file():
-        return source.read_bytes()
-    from mpremote.romfs import make_romfs
+    if source.is_dir():
+        raise UserError(
+            f"{source} is a directory; a firmware bundle takes one ESP-IDF app image file",
+            "MicroPython's ESP32_GENERIC-OTA .app-bin; thingkit's own code goes in app bundles",
+        )
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {source}", exc.strerror or str(exc)) from exc
+    return data, read_app_image(data, where=str(source))
 
-    parse_version(version)
-    with tempfile.TemporaryDirectory() as d:
-        for rel, src in app_sources(source).items():
-            (Path(d) / rel).parent.mkdir(parents=True, exist_ok=True)
-            (Path(d) / rel).write_bytes(_source_text(rel, src, version))
-        with contextlib.redirect_stdout(io.StringIO()):
-            return bytes(make_romfs(d, mpy_cross=True))
+
+def runtime_version(info: AppImage, version: str | None = None) -> str:
+    """A firmware bundle's version: the image's, as MAJOR.MINOR.PATCH.
+
+    Raises:
+        UserError: ``version`` given and not the one the image's descriptor says.
+    """
+    found = info.semver
+    if version is not None and version != found:
+        raise UserError(
+            f"version {version} given, but the image's app descriptor says {info.version}",
+            "leave --version out for a firmware bundle: it is read from the image",
+        )
+    return found
 
 
 def make_manifest(
@@ -183,10 +197,13 @@ def make_manifest(
     chips: list[str] | None = None,
     key_id: str = "",
     created: int | None = None,
+    runtime: dict | None = None,
 ) -> dict:
     """The manifest for ``files`` (device path -> bytes, kept in the order given).
 
     ``created`` defaults to $SOURCE_DATE_EPOCH, else now (reproducible builds).
+    ``runtime`` (firmware bundles): the image's app descriptor, ``{"version":
+    "v1.28.0", "project_name": "micropython", "chip": "esp32"}``, shown by ``inspect``.
 
     Raises:
         UserError: bad version, kind, board list or path.
@@ -223,6 +240,8 @@ def make_manifest(
     }
     if chips:
         m["chips"] = list(chips)
+    if runtime:
+        m["runtime"] = dict(runtime)
     return m
 
 
@@ -246,18 +265,31 @@ def build(files: dict[str, bytes], **manifest_args: object) -> bytes:
 def build_from_source(
     source: Path = FIRMWARE,
     *,
-    version: str,
+    version: str | None,
     boards: list[str],
     kind: str = "app",
     min_version: str = "0.0.0",
     chips: list[str] | None = None,
     created: int | None = None,
 ) -> bytes:
-    """Compile ``source`` (app: .mpy files; firmware: one image) into an unsigned bundle."""
+    """An unsigned bundle: ``app`` compiles the firmware tree ``source`` into .mpy files
+    at ``version``; ``firmware`` takes ``source`` as one ESP-IDF app image (checked with
+    esptool) whose app descriptor gives the version (``version`` may be left None).
+
+    Raises:
+        UserError: no version for an app bundle, a firmware source that is not an app
+            image, or a version that disagrees with the image's.
+    """
+    runtime = None
     if kind == "app":
+        if version is None:
+            raise UserError("an app bundle needs --version", "e.g. --version 1.2.0")
         files = compile_app(source, version)
     elif kind == "firmware":
-        files = {FIRMWARE_FILE: firmware_image(source, version)}
+        data, info = firmware_image(source)
+        version = runtime_version(info, version)
+        files = {FIRMWARE_FILE: data}
+        runtime = {"version": info.version, "project_name": info.project_name, "chip": info.chip}
     else:
         raise UserError(f"unknown bundle kind {kind!r}", "use app or firmware")
     return build(
@@ -268,6 +300,7 @@ def build_from_source(
         min_version=min_version,
         chips=chips,
         created=created,
+        runtime=runtime,
     )
 
 

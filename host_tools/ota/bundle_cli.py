@@ -64,8 +64,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     bundle.write_file(args.output, data)
     b = bundle.parse(data)
+    rt = b.manifest.get("runtime")
+    what = f"{args.kind} {b.manifest['version']}" + (
+        f" ({rt['project_name']} {rt['version']}, {rt['chip']} app image)" if rt else ""
+    )
     print(
-        f"built {args.output}: {args.kind} {args.version} for {','.join(boards)}, "
+        f"built {args.output}: {what} for {','.join(boards)}, "
         f"{len(b.manifest['files'])} files, payload {len(b.payload)} B, total {len(data)} B, "
         f"unsigned, {time.monotonic() - t0:.1f} s"
     )
@@ -100,6 +104,14 @@ def _human(report: dict, path: Path) -> str:
         f"bundle     {path}",
         f"kind       {m['kind']} {m['version']} (min_version {m['min_version']})",
         f"boards     {','.join(m['boards'])}  chips {','.join(m.get('chips', [])) or '-'}",
+    ]
+    rt = m.get("runtime")
+    if rt:
+        lines.append(
+            f"runtime    {rt.get('project_name')} {rt.get('version')} ({rt.get('chip')} "
+            "ESP-IDF app image: the interpreter, judged by this version)"
+        )
+    lines += [
         f"created    {created}",
         (
             f"sizes      total {s['total']} B = header {s['header']} B (manifest "
@@ -137,7 +149,10 @@ def register(ota: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=cmd_keygen)
 
     sp = ota.add_parser("build", help="compile firmware/ into an unsigned update bundle")
-    sp.add_argument("--version", required=True, help="MAJOR.MINOR.PATCH")
+    sp.add_argument(
+        "--version",
+        help="MAJOR.MINOR.PATCH (app: required; firmware: read from the image's descriptor)",
+    )
     sp.add_argument("--min-version", default="0.0.0", help="lowest running version allowed")
     sp.add_argument("--boards", required=True, help="compatible board ids, comma-separated")
     sp.add_argument("--chips", help="compatible chips (default: the boards' chips for firmware)")
@@ -146,7 +161,7 @@ def register(ota: argparse._SubParsersAction) -> None:
         "--source",
         type=Path,
         default=FIRMWARE,
-        help="firmware tree (app; firmware: a tree for a ROMFS image, or an image file)",
+        help="app: the firmware tree; firmware: MicroPython's -OTA .app-bin (ESP-IDF app image)",
     )
     sp.add_argument("-o", "--output", type=Path, required=True)
     sp.set_defaults(func=cmd_build)

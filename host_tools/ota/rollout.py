@@ -337,8 +337,7 @@ class BenchBackend:
         from host_tools.bench.jobs_service import JobsOperator
 
         self.bench = bench
-        if not bench.is_up():
-            raise UserError("the bench is not up", where="thingkit bench up")
+        bench.require_up()
         self.ops = JobsOperator(bench, timeout)
         self.ops.start()
 

@@ -1,17 +1,21 @@
-"""``thingkit validate``: the update items, on two virtual kits and the bench's Jobs service.
+"""``thingkit validate``: the update items, on virtual kits and the bench's Jobs service.
 
 - ``lens.signed_updates``: an unsigned bundle and one signed by another key are refused
-  by the device (job REJECTED/FAILED with its reason, running firmware unchanged); a
-  bundle signed with the provisioned key installs and the kit reports the new version.
+  by the device (job REJECTED/FAILED with its reason, running version unchanged); a
+  bundle signed with the provisioned key installs and the kits report the new version.
+  A firmware-kind job (a MicroPython app image) on the stock plain table ends FAILED
+  with the reason before any block is asked for; on a kit made with board ``sim-ota``
+  (the -OTA table) it is written to ota_1 and reported by its runtime version.
 - ``lens.staged_rollout``: ``thingkit ota deploy``'s plan with one canary: the canary
   job runs first and only when it succeeds does the rest of the group get a job; a
   canary that fails aborts the rollout and the rest never get one.
 - ``lens.rollback``: a signed version that cannot connect is installed on the canary,
-  cannot confirm itself, and the bootloader rule takes the kit back to the version it
-  ran; the job ends FAILED with the reason.
+  cannot confirm itself, and the boot selector (firmware/main.py) takes the kit back to
+  the app slot it ran; the job ends FAILED with the reason.
 
-Firmware-kind bundles (the ROMFS image written through the emulated ``esp32.Partition``)
-are used: they run in place, as a board's app partition does, within the kit's heap.
+The kits run the stock ESP32_GENERIC profile (plain partition table, no OTA partitions),
+so the app updates are kind ``app``: thingkit's .mpy files in A/B slots on the
+filesystem, which works on any table.
 """
 
 from __future__ import annotations
@@ -51,6 +55,17 @@ def bumped(version: str, minor: int) -> str:
     return f"{major}.{mi + minor}.0"
 
 
+def fw_image(workdir: Path, version: str) -> Path:
+    """A stand-in MicroPython app image (esptool's elf2image from a generated ELF; no
+    MicroPython image can be downloaded here) whose app descriptor says ``v<version>``."""
+    from host_tools.ota.app_image import stand_in_image
+
+    p = workdir / f"ESP32_GENERIC-OTA-v{version}.app-bin"
+    if not p.exists():
+        p.write_bytes(stand_in_image(f"v{version}"))
+    return p
+
+
 def broken_source(workdir: Path) -> Path:
     """firmware/ whose MQTT connect always fails: a version that can never confirm."""
     src = workdir / "fw-cannot-connect"
@@ -76,8 +91,10 @@ class UpdateChecks:
         things: list[str],
         workdir: Path,
         stamp: Callable[[float], str],
+        ota_kit: tuple[SimKit, str] | None = None,
     ) -> None:
         self.bench, self.obs, self.kits, self.things = bench, obs, kits, things
+        self.ota_kit = ota_kit  # (kit made with board sim-ota, its thing)
         self.workdir, self.ts = workdir, stamp
         self.key = keys.open_or_create(keys.bench_key_path(bench.layout.root))
         self.base = running_version()
@@ -96,17 +113,64 @@ class UpdateChecks:
             fw = self._fw(thing)
         return fw
 
-    def _direct_job(self, data: bytes, version: str) -> tuple[str, dict]:
+    def _direct_job(
+        self, data: bytes, version: str, kind: str = "app", thing: str | None = None
+    ) -> tuple[str, dict]:
         """One job straight through the Jobs service (the rollout tool refuses unsigned
-        bundles, as it should); returns the job id and the canary's final execution."""
+        bundles, as it should); returns the job id and the thing's final execution."""
+        thing = thing or self.things[0]
         job = f"val-{uuid.uuid4().hex[:8]}"
         register_stream(self.bench.layout.streams, job, {0: data})
-        doc = {"operation": rollout.OPERATION, "version": version, "kind": "firmware",
+        doc = {"operation": rollout.OPERATION, "version": version, "kind": kind,
                "streamId": job, "fileId": 0, "size": len(data),
                "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
         with JobsOperator(self.bench) as ops:
-            ops.create_job(job, doc, [self.things[0]])
-            return job, self._wait_end(ops, job, self.things[0], 60)
+            ops.create_job(job, doc, [thing])
+            return job, self._wait_end(ops, job, thing, 90)
+
+    def _block_requests(self, thing: str, job: str) -> int:
+        topic = f"$aws/things/{thing}/streams/{job}/get/json"
+        return sum(1 for m in list(self.obs.messages) if m.topic == topic)
+
+    def _firmware_kind(self) -> tuple[bool, list[str]]:
+        """Kind firmware: refused before any download on the plain table; installed and
+        reported by its runtime version on the -OTA table (if a sim-ota kit is given)."""
+        ev: list[str] = []
+        t0 = time.time()
+        canary = self.things[0]
+        img = fw_image(self.workdir, "1.29.0")
+        plain = ob.build_from_source(img, version=None, boards=["sim"], kind="firmware")
+        job, ex = self._direct_job(ob.sign(plain, self.key), "1.29.0", "firmware")
+        reason = (ex.get("statusDetails") or {}).get("reason", "")
+        reqs = self._block_requests(canary, job)
+        ok = ex.get("status") == "FAILED" and reason.startswith("no_ota_partitions") and not reqs
+        ev.append(
+            f"{self.ts(t0)} firmware-kind bundle (MicroPython app image v1.29.0, a stand-in "
+            f"made by esptool) on {canary}, stock plain table: job {job} {ex.get('status')} "
+            f"({reason or 'no reason'}); block requests seen: {reqs}"
+        )
+        if self.ota_kit is None:
+            return ok, ev
+        kit, thing = self.ota_kit
+        t1 = time.time()
+        data = ob.build_from_source(img, version=None, boards=["sim-ota"], kind="firmware")
+        job, ex = self._direct_job(ob.sign(data, self.key), "1.29.0", "firmware", thing)
+        det = ex.get("statusDetails") or {}
+        ota = self._otadata(kit)
+        good = (
+            ex.get("status") == "SUCCEEDED"
+            and det.get("runtime") == "v1.29.0"
+            and det.get("slot") == "ota_1"
+            and '"running":"ota_1"' in ota
+        )
+        ok &= good
+        ev.append(
+            f"{self.ts(t1)} the same image signed for board sim-ota (the -OTA table) on "
+            f"{thing}: job {job} {ex.get('status')} {json.dumps(det, sort_keys=True)}; "
+            f"otadata: {ota} (the sim shows the partition steps and versions, the unix "
+            "binary itself does not change)"
+        )
+        return ok, ev
 
     @staticmethod
     def _wait_end(ops: JobsOperator, job: str, thing: str, timeout: float) -> dict:
@@ -142,7 +206,7 @@ class UpdateChecks:
     def run(self) -> list[cl.Result]:
         canary = self.things[0]
         new, bad = bumped(self.base, 1), bumped(self.base, 2)
-        good = ob.build_from_source(FIRMWARE, version=new, boards=["sim"], kind="firmware")
+        good = ob.build_from_source(FIRMWARE, version=new, boards=["sim"], kind="app")
         signed_ev: list[str] = []
         ok_signed = True
         # 1. Refusals: unsigned, and signed by a key the device does not hold.
@@ -164,17 +228,21 @@ class UpdateChecks:
         installed = all(v == new for v in fws.values())
         ok_signed &= installed
         signed_ev.append(
-            f"{self.ts(t0)} bundle {new} signed with the provisioned key: rollout "
+            f"{self.ts(t0)} app bundle {new} signed with the provisioned key: rollout "
             f"{rep.outcome}, canary {rep.canary}; reported fw {fws}"
         )
+        fw_ok, fw_ev = self._firmware_kind()
+        ok_signed &= fw_ok
+        signed_ev += fw_ev
         self.results.append(
             (cl.met if ok_signed else cl.not_met)("lens.signed_updates", *signed_ev)
         )
         # 3. A signed version that cannot connect: canary rolls back, rollout aborts.
         t1 = time.time()
         before = self._fw(canary)
+        slot_before = self._boot(self.kits[0]).get("run", "factory")
         broken = ob.build_from_source(
-            broken_source(self.workdir), version=bad, boards=["sim"], kind="firmware"
+            broken_source(self.workdir), version=bad, boards=["sim"], kind="app"
         )
         rep2, plan2 = self._deploy(ob.sign(broken, self.key), "val-broken", abort_rate=0.0)
         with JobsOperator(self.bench) as ops:
@@ -186,17 +254,24 @@ class UpdateChecks:
                 rest_jobs = []
         back = self._wait_fw(canary, before or new, 30)
         reason = (cex.get("statusDetails") or {}).get("reason", "")
-        # Rolled back: the job failed after the new version was tried (the boot slot
-        # went back), and the kit runs what it ran before.
-        ota = self._otadata(self.kits[0])
-        rolled = cex.get("status") == "FAILED" and back == before and '"aborted"' in ota
+        # Rolled back: the job failed after the new version was tried (the boot state
+        # went back to the slot it ran), and the kit runs what it ran before.
+        st = self._boot(self.kits[0])
+        rolled = (
+            cex.get("status") == "FAILED"
+            and "not confirmed" in reason
+            and back == before
+            and not st.get("try")
+            and st.get("run", "factory") == slot_before
+        )
         self.results.append(
             (cl.met if rolled else cl.not_met)(
                 "lens.rollback",
-                f"{self.ts(t1)} signed bundle {bad} that cannot connect sent to canary {canary}",
+                f"{self.ts(t1)} signed app bundle {bad} that cannot connect sent to canary "
+                f"{canary} (running app slot {slot_before})",
                 f"job {plan2.stages[0].job_id}: {cex.get('status')} ({reason or 'no reason'})",
                 f"{canary} reports fw {back} (ran {before} before the update)",
-                f"otadata: {ota}",
+                f"boot state (ota/boot.json): {json.dumps(st, sort_keys=True)}",
             )
         )
         staged = (
@@ -215,6 +290,13 @@ class UpdateChecks:
             )
         )
         return self.results
+
+    @staticmethod
+    def _boot(kit: SimKit) -> dict:
+        try:
+            return json.loads((kit.flash / "ota" / "boot.json").read_text())
+        except (OSError, ValueError):
+            return {"run": "factory"}
 
     @staticmethod
     def _otadata(kit: SimKit) -> str:

@@ -135,6 +135,9 @@ def test_sync_shadow_applies_settings_delta_and_reports_online(mpy):
             "settings_rejected": {"log_level": None, "color": "unknown setting"},
             "connected": True,
             "fw": "0.1.0",
+            # the MicroPython image's version, from its app descriptor: this test's kit
+            # has no app partitions written, so the device says it does not know
+            "runtime": "unknown",
             "board": "sim",
             # firmware partition / app slot (tk.ota.app_slot): a fresh kit
             "slot": "ota_0/factory",

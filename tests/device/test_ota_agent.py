@@ -222,3 +222,120 @@ def test_out_of_memory_during_an_update_fails_the_job_and_keeps_the_device(mpy) 
     assert "$aws/things/kit-1/jobs/start-next" in [t for t, _ in out["pubs"]]
     assert "job.json" not in out["files"]
     assert not out["work"] and not out["loaded"]
+
+
+# -- kind "firmware" against the partition table ---------------------------------------
+FW_HAL = """
+from sim_board.partitions import Partition
+Hal.partition = lambda self: Partition
+agent.hal = Hal()
+"""
+
+
+def _table(mpy, board: str) -> dict[str, str]:
+    """The kit's partition table (a board definition) and its partition files' folder."""
+    from host_tools.kit.app_partition import prepare
+    from host_tools.paths import BOARDS
+
+    full = (BOARDS / f"{board}.json").read_text()
+    mpy.write("board-full.json", full)
+    prepare(mpy.cwd, __import__("json").loads(full))  # the factory image, v1.28.0
+    return {"TK_SIM_PARTS": str(mpy.cwd), "TK_SIM_BOARD": str(mpy.cwd / "board-full.json")}
+
+
+FW_JOB = (
+    'job({"operation": "thingkit.ota", "version": "1.29.0", "kind": "firmware", '
+    '"streamId": "s-9", "fileId": 0, "size": 4000}, "j9")'
+)
+
+
+def test_firmware_job_on_a_table_without_ota_partitions_fails_before_download(mpy) -> None:
+    # The stock ESP32_GENERIC table: get_next_update() raises ENOENT. The job ends FAILED
+    # with the reason at once: no stream request, no state on flash, no loop.
+    _key(mpy)
+    env = _table(mpy, "sim")
+    out = mpy.one(
+        """
+        agent.subscriptions()
+        c.inject(J + b"start-next/accepted", FW_JOB_)
+        run()
+        run()
+        out({"pubs": c.published(), "state": os.listdir("ota") if "ota" in os.listdir()
+             else []})
+        """.replace("FW_JOB_", FW_JOB),
+        prelude=PRELUDE + FW_HAL,
+        env=env,
+    )
+    topics = [t for t, _ in out["pubs"]]
+    assert not any("/streams/" in t for t in topics), topics
+    ups = [b for t, b in out["pubs"] if t == "$aws/things/kit-1/jobs/j9/update"]
+    assert len(ups) == 1 and ups[0]["status"] == "FAILED", ups
+    reason = ups[0]["statusDetails"]["reason"]
+    assert reason.startswith("no_ota_partitions: firmware updates need the -OTA"), reason
+    assert "runs factory" in reason and "ESP32_GENERIC-OTA" in reason, reason
+    assert topics.count("$aws/things/kit-1/jobs/start-next") == 1  # then the next job
+    assert "job.json" not in out["state"]
+
+
+def test_firmware_job_on_the_ota_table_targets_ota_1_against_the_runtime_version(mpy) -> None:
+    # The -OTA table: the job is taken, ota_1 is the target, and versions are compared
+    # with the runtime's (the factory image's descriptor says v1.28.0), not the app's.
+    _key(mpy)
+    env = _table(mpy, "sim-ota")
+    out = mpy.json(
+        """
+        from tk import ota
+        agent.subscriptions()
+        c.inject(J + b"start-next/accepted", FW_JOB_)
+        run()
+        out({"job": json.load(open("ota/job.json")), "rt": ota.runtime_version(agent.hal),
+             "pubs": [t for t, _ in c.published()]})
+        c.inject(J + b"start-next/accepted", job({"operation": "thingkit.ota",
+            "version": "1.28.0", "kind": "firmware", "streamId": "s", "size": 9}, "j8"))
+        c.pubs = []
+        run()
+        out({"pubs": c.published()})
+        """.replace("FW_JOB_", FW_JOB),
+        prelude=PRELUDE + FW_HAL,
+        env=env,
+    )
+    first, same = out
+    assert first["rt"] == "v1.28.0"
+    assert first["job"]["slot"] == "ota_1" and first["job"]["run"] == "1.28.0", first
+    assert "$aws/things/kit-1/streams/s-9/get/json" in first["pubs"]
+    # 1.28.0 is the running runtime: refused as the same version, whatever the app's.
+    ups = [b for t, b in same["pubs"] if t.endswith("/j8/update")]
+    assert ups and ups[0]["status"] == "REJECTED", same
+    assert ups[0]["statusDetails"]["reason"].startswith("same_version: version 1.28.0"), ups
+
+
+# As the sim's board layer does: the Partition module is imported when asked for.
+LAZY_HAL = """
+def _partition(self):
+    from sim_board.partitions import Partition
+    return Partition
+Hal.partition = _partition
+agent.hal = Hal()
+"""
+
+
+def test_runtime_version_is_read_once_and_leaves_no_module_loaded(mpy) -> None:
+    # What the shadow and the jobs report as the runtime: the running image's app
+    # descriptor (the kit's factory image says v1.28.0). Reading it must not keep the
+    # partition code in the heap: tk.ota_image goes, and so does the board's Partition
+    # module when it was loaded from the filesystem (the sim's; a board's is built in).
+    env = _table(mpy, "sim")
+    out = mpy.one(
+        """
+        import sys
+        from tk import ota
+        rt = ota.runtime_version(agent.hal)
+        left = [m for m in sys.modules if "partition" in m or m == "tk.ota_image"]
+        import sim_board
+        out({"rt": rt, "again": ota.runtime_version(agent.hal), "left": left,
+             "attr": hasattr(sim_board, "partitions")})
+        """,
+        prelude=PRELUDE + LAZY_HAL,
+        env=env,
+    )
+    assert out == {"rt": "v1.28.0", "again": "v1.28.0", "left": [], "attr": False}, out

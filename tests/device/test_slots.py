@@ -112,7 +112,51 @@ def test_slot_writer_rewrites_in_place_on_resume(mpy) -> None:
     assert out[0] == {"tk/x.mpy": "AAAAA", "hal/y.mpy": "BBBBBBB", "z.mpy": "CCC"}
 
 
-def test_sim_partition_set_boot_and_confirm(mpy) -> None:
+def _kit_parts(mpy, board: str) -> dict[str, str]:
+    """A kit's partition table (board definition) and files, with its factory image."""
+    import json
+
+    from host_tools.kit.app_partition import prepare
+    from host_tools.paths import BOARDS
+
+    full = (BOARDS / f"{board}.json").read_text()
+    mpy.write("board-full.json", full)
+    prepare(mpy.cwd, json.loads(full))
+    return {"TK_SIM_PARTS": str(mpy.cwd), "TK_SIM_BOARD": str(mpy.cwd / "board-full.json")}
+
+
+def test_sim_partitions_follow_a_plain_stock_table(mpy) -> None:
+    # ESP32_GENERIC (no OTA partitions): RUNNING is factory, get_next_update raises
+    # OSError(ENOENT) as esp32_partition_new(NULL) does, an unknown label too.
+    out = mpy.one(
+        """
+        from sim_board.partitions import Partition
+        from tkfakes import out
+        run = Partition(Partition.RUNNING)
+        res = {"run": run.info()}
+        for what, f in (("next", run.get_next_update), ("ota_0", lambda: Partition("ota_0"))):
+            try:
+                f()
+            except OSError as e:
+                res[what] = e.args
+        out(res)
+        """,
+        env=_kit_parts(mpy, "sim"),
+    )
+    assert out["run"] == [0, 0, 0x10000, 0x1F0000, "factory", False]
+    assert out["next"] == [2] and out["ota_0"] == [2]
+
+
+def test_sim_partition_set_boot_validates_the_app_image(mpy) -> None:
+    from host_tools.ota.app_image import stand_in_image
+
+    env = _kit_parts(mpy, "sim-ota")
+    good = stand_in_image("v1.29.0", padding=20000)
+    bad = bytearray(good)
+    bad[600] ^= 1  # one byte of a segment: the checksum no longer matches
+    mpy.write("good.bin", good)
+    mpy.write("bad.bin", bytes(bad))
+    mpy.write("romfs.bin", b"\xd2\xcd\x31" + bytes(3000))
     out = mpy.json(
         """
         import json
@@ -120,20 +164,65 @@ def test_sim_partition_set_boot_and_confirm(mpy) -> None:
         from tkfakes import out
         run = Partition(Partition.RUNNING)
         nxt = run.get_next_update()
-        nxt.ioctl(6, 0)
-        nxt.writeblocks(0, b"hello", 0)
-        nxt.writeblocks(1, b"world", 0)
+        for name in ("romfs.bin", "bad.bin", "good.bin"):
+            data = open(name, "rb").read()
+            for blk in range(0, len(data), 4096):
+                nxt.ioctl(6, blk // 4096)
+                nxt.writeblocks(blk // 4096, data[blk:blk + 4096], 0)
+            try:
+                nxt.set_boot()
+                res = "ok"
+            except OSError as e:
+                res = e.args
+            out({"image": name, "set_boot": res, "otadata": json.load(open("otadata.json"))
+                 if "otadata.json" in __import__("os").listdir() else {}})
         buf = bytearray(5)
         nxt.readblocks(1, buf)
-        nxt.set_boot()
-        d1 = json.load(open("otadata.json"))
-        Partition.mark_app_valid_cancel_rollback()
-        out({"run": run.info()[4], "next": nxt.info()[4], "read": bytes(buf).decode(),
-             "after_set_boot": d1, "blocks": nxt.ioctl(4, 0), "bs": nxt.ioctl(5, 0)})
+        out({"run": run.info()[4], "next": nxt.info()[4], "blocks": nxt.ioctl(4, 0),
+             "bs": nxt.ioctl(5, 0), "read": list(buf)})
         """,
-        env={"TK_SIM_PARTS": str(mpy.cwd)},
+        env=env,
     )
-    o = out[0]
-    assert o["run"] == "ota_0" and o["next"] == "ota_1" and o["read"] == "world"
-    assert o["after_set_boot"]["boot"] == "ota_1" and o["after_set_boot"]["state"]["ota_1"] == "new"
-    assert o["bs"] == 4096 and o["blocks"] * 4096 == 1024 * 1024
+    romfs, corrupt, ok, info = out
+    for refused in (romfs, corrupt):
+        assert refused["set_boot"] == [-5379, "ESP_ERR_OTA_VALIDATE_FAILED"], refused
+        assert "boot" not in refused["otadata"], refused
+    assert ok["set_boot"] == "ok" and ok["otadata"]["boot"] == "ota_1"
+    assert ok["otadata"]["state"]["ota_1"] == "new"
+    assert info["run"] == "ota_0" and info["next"] == "ota_1" and info["bs"] == 4096
+    assert info["blocks"] * 4096 == 0x180000
+    assert info["read"] == list(good[4096:4101])
+
+
+def test_emulated_bootloader_boots_new_then_rolls_back_unconfirmed(mpy) -> None:
+    # host_tools/kit/bootloader.py, run before each boot: new -> pending_verify (booted
+    # once) -> aborted at the next boot if not confirmed; the other slot boots again.
+    import json
+
+    from host_tools.kit.app_partition import BOOTLOADER
+    from host_tools.ota.app_image import stand_in_image
+
+    env = _kit_parts(mpy, "sim-ota")
+    (mpy.cwd / "part-ota_1.bin").write_bytes(stand_in_image("v1.29.0"))
+    mpy.write("otadata.json", json.dumps({"boot": "ota_1", "running": "ota_0",
+                                          "state": {"ota_1": "new"}}))  # fmt: skip
+    seen = []
+    for _ in range(2):
+        log = mpy.run(script=BOOTLOADER, env=env)
+        seen.append((json.loads((mpy.cwd / "otadata.json").read_text()), log))
+    (first, _), (second, log2) = seen
+    assert first["running"] == "ota_1" and first["state"]["ota_1"] == "pending_verify"
+    assert second["running"] == "ota_0" and second["state"]["ota_1"] == "aborted"
+    assert "bootloader: ota_1 not confirmed; rolling back to ota_0" in log2
+    # A confirmed image stays: mark_app_valid_cancel_rollback, then two more boots.
+    mpy.write("otadata.json", json.dumps({"boot": "ota_1", "running": "ota_0",
+                                          "state": {"ota_1": "new"}}))  # fmt: skip
+    mpy.run(script=BOOTLOADER, env=env)
+    mpy.run(
+        "from sim_board.partitions import Partition\nPartition.mark_app_valid_cancel_rollback()\n",
+        env=env,
+    )
+    for _ in range(2):
+        mpy.run(script=BOOTLOADER, env=env)
+    d = json.loads((mpy.cwd / "otadata.json").read_text())
+    assert d["running"] == "ota_1" and d["state"]["ota_1"] == "valid", d

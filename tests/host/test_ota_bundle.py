@@ -225,20 +225,69 @@ def test_cli_build_sign_inspect_round_trip(
     assert rc == 0 and json.loads(out)["signature"] == "not_checked"
 
 
-def test_firmware_kind_from_file_and_tree(tmp_path: Path, src: Path, capsys) -> None:
-    img = tmp_path / "app.bin"
-    img.write_bytes(b"\xe9" + bytes(range(200)) * 10)
+def test_firmware_kind_takes_an_app_image_and_its_descriptor_version(
+    tmp_path: Path, src: Path, capsys
+) -> None:
+    # No MicroPython .app-bin can be downloaded here: a stand-in ESP32 app image made by
+    # esptool's elf2image from a generated ELF whose app descriptor says v1.29.0.
+    from esptool.bin_image import LoadFirmwareImage
+
+    from host_tools.ota.app_image import stand_in_image
+
+    img = tmp_path / "ESP32_GENERIC-OTA-v1.29.0.app-bin"
+    img.write_bytes(stand_in_image("v1.29.0", padding=5000))
+    loaded = LoadFirmwareImage("esp32", img.read_bytes())  # esptool's own parser agrees
+    assert loaded.checksum == loaded.calculate_checksum() and loaded.append_digest
     out_file = tmp_path / "fw.unsigned"
-    args = ("ota", "build", "--version", "2.0.0", "--boards", "sim", "--kind", "firmware")
-    assert run(capsys, *args, "--source", str(img), "-o", str(out_file))[0] == 0
+    args = ("ota", "build", "--boards", "sim", "--kind", "firmware")
+    rc, out, _ = run(capsys, *args, "--source", str(img), "-o", str(out_file))
+    assert rc == 0 and "firmware 1.29.0 (micropython v1.29.0, esp32 app image)" in out, out
     b = bundle.read_bundle(out_file)
-    assert b.manifest["kind"] == "firmware" and b.manifest["chips"] == ["sim"]
-    assert b.files() == [(b.manifest["files"][0], img.read_bytes())]
-    assert b.manifest["files"][0]["path"] == "firmware.bin"
-    assert run(capsys, *args, "--source", str(src), "-o", str(out_file))[0] == 0
-    image = bundle.read_bundle(out_file).payload
-    assert image[:3] == b"\xd2\xcd\x31"  # ROMFS header (mpremote's builder)
-    assert b"hello.mpy" in image and b"version.mpy" in image and b"main.py" not in image
+    m = b.manifest
+    assert m["kind"] == "firmware" and m["version"] == "1.29.0" and m["chips"] == ["sim"]
+    assert m["runtime"] == {"version": "v1.29.0", "project_name": "micropython", "chip": "esp32"}
+    assert (
+        b.files() == [(m["files"][0], img.read_bytes())] and m["files"][0]["path"] == "firmware.bin"
+    )
+    rc, out, _ = run(capsys, "ota", "inspect", str(out_file))
+    assert "runtime    micropython v1.29.0" in out
+    # A --version that disagrees with the descriptor is refused; the same one is fine.
+    assert (
+        run(capsys, *args, "--version", "1.29.0", "--source", str(img), "-o", str(out_file))[0] == 0
+    )
+    rc, _, err = run(capsys, *args, "--version", "2.0.0", "--source", str(img), "-o", str(out_file))
+    assert rc != 0 and "image's app descriptor says v1.29.0" in err
+
+
+@pytest.mark.parametrize(
+    "content, expect",
+    [
+        (b"\xd2\xcd\x31" + bytes(500), "is a ROMFS image, not an ESP-IDF app image"),
+        (b"hello, not an image" * 10, "is not an ESP-IDF app image (first byte 68"),
+        (None, "checksum does not match (corrupt image)"),
+        ("dir", "is a directory; a firmware bundle takes one ESP-IDF app image file"),
+    ],
+    ids=["romfs", "garbage", "corrupt", "tree"],
+)
+def test_firmware_kind_refuses_anything_but_an_app_image(
+    tmp_path: Path, src: Path, capsys, content, expect: str
+) -> None:
+    from host_tools.ota.app_image import stand_in_image
+
+    if content == "dir":
+        source = src
+    else:
+        if content is None:
+            b = bytearray(stand_in_image("v1.29.0"))
+            b[200] ^= 0x40
+            content = bytes(b)
+        source = tmp_path / "image.bin"
+        source.write_bytes(content)
+    args = ("ota", "build", "--boards", "sim", "--kind", "firmware", "--source", str(source))
+    rc, _, err = run(capsys, *args, "-o", str(tmp_path / "x.unsigned"))
+    assert rc != 0 and expect in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x.unsigned").exists()
 
 
 # -- every error ----------------------------------------------------------------------
