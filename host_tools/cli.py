@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from host_tools import device_deps
@@ -18,6 +20,23 @@ from host_tools.errors import UserError
 from host_tools.paths import state_home
 
 log = logging.getLogger("thingkit")
+
+# What to say if Ctrl-C stops the running command (see on_interrupt); main() prints it.
+_interrupt_notes: list[Callable[[], str]] = []
+
+
+def on_interrupt(note: str | Callable[[], str]) -> None:
+    """Say ``note`` (or what it returns, asked after the command has unwound) in one line
+    if Ctrl-C stops the running command; the last note registered is the one said."""
+    _interrupt_notes.append(note if callable(note) else (lambda: note))
+
+
+def _interrupted() -> str:
+    try:
+        note = _interrupt_notes[-1]() if _interrupt_notes else ""
+    except Exception as exc:  # noqa: BLE001 (the note must not hide the interrupt)
+        note = f"(state unknown: {exc})"
+    return "thingkit: interrupted" + (f"; {note}" if note else "")
 
 
 def _bench(args: argparse.Namespace):
@@ -40,12 +59,22 @@ def cmd_deps_fetch(args: argparse.Namespace) -> int:
 # -- bench -------------------------------------------------------------------------
 def cmd_bench_up(args: argparse.Namespace) -> int:
     b = _bench(args)
-    t0 = time.monotonic()
-    st = b.up(port=args.port)
-    print(
-        f"bench up in {time.monotonic() - t0:.1f} s: mqtts://localhost:{st['broker_port']} "
-        f"(TLS 1.2, client certificates), ntp 127.0.0.1:{st['ntp_port']}, state {b.layout.root}"
-    )
+
+    def note() -> str:
+        rb = b.rolled_back
+        stopped = f"stopped the {' and '.join(rb)} it had started" if rb else "started nothing"
+        running = [p for p, why in b.health().items() if not why]
+        runs = f"{' and '.join(running)} still running" if running else "no bench process runs"
+        return f"bench up: {stopped}; {runs}; ports and settings kept in {b.layout.state_file}"
+
+    on_interrupt(note)
+    rep = b.start(port=args.port)
+    ntp = b.ntp_settings()
+    extra = ""
+    if ntp.get("offset_s") or ntp.get("blocked"):
+        how = "blocked" if ntp.get("blocked") else f"offset {ntp.get('offset_s', 0):+.1f} s"
+        extra = f"; NTP {how} as set before (`thingkit bench ntp` resets it)"
+    print(rep.line(b.layout.root) + extra)
     return 0
 
 
@@ -98,7 +127,7 @@ def _saved_heap(root: Path) -> str:
 
 def cmd_kit_create(args: argparse.Namespace) -> int:
     from host_tools.kit.provision import create_sim_kit
-    from host_tools.kit.sim import DEFAULT_HEAP
+    from host_tools.kit.sim import DEFAULT_HEAP, SimKit
     from provisioning.bundle import BundleError, check_thing_name
 
     try:
@@ -106,12 +135,32 @@ def cmd_kit_create(args: argparse.Namespace) -> int:
     except BundleError as exc:
         raise UserError(str(exc)) from exc
     b = _bench(args)
-    if not b.is_up():
-        raise UserError("the bench is not up", where="thingkit bench up")
+    b.require_up()
+    root = _kits_root(args) / args.name
+    old = ""
+    if root.exists():
+        old_kit = SimKit(root)
+        running = old_kit.is_running()
+        if not args.force:
+            raise UserError(
+                f"kit {args.name} exists already{' and is running' if running else ''} ({root})",
+                "re-creating it gives it a new identity and wipes its flash",
+                f"thingkit kit create {args.name} --force",
+            )
+        old_kit.power_off()
+        shutil.rmtree(root)
+        old = f"the old kit was {'stopped and ' if running else ''}removed (--force); "
+    on_interrupt(lambda: f"kit create stopped: {old}the partly made kit {args.name} was removed")
     heap = args.heap or DEFAULT_HEAP
-    kit = create_sim_kit(b, _kits_root(args), args.name, heap=heap, mode=args.mode)
-    (kit.root / "heap").write_text(heap)
-    print(f"kit {args.name}: firmware and identity in {kit.flash}; thing registered on the bench")
+    try:
+        kit = create_sim_kit(b, _kits_root(args), args.name, heap=heap, mode=args.mode)
+        (kit.root / "heap").write_text(heap)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)  # a half-made kit would need --force next
+        raise
+    print(
+        f"kit {args.name}: {old}firmware and identity in {kit.flash}; thing registered on the bench"
+    )
     return 0
 
 
@@ -136,7 +185,17 @@ def cmd_kit_console(args: argparse.Namespace) -> int:
 
 def cmd_kit_set_time(args: argparse.Namespace) -> int:
     kit = _kit(args)
-    when = args.when or time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    when = args.when or "now"
+    if when == "now":
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    try:
+        time.strptime(when, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        raise UserError(
+            f"cannot set the RTC to {when!r}",
+            "give 'YYYY-MM-DD hh:mm:ss' (UTC) or 'now'",
+            f"thingkit kit set-time {args.name} '2024-05-06 07:08:09'",
+        ) from None
     kit.set_time(when)
     print(f"kit {args.name}: RTC set to {when} UTC")
     return 0
@@ -152,6 +211,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"validate --board {args.board} is not available yet",
             "only the virtual kit (sim) can be validated by this command so far",
         )
+    kept = f"its state is kept in {args.workdir}" if args.workdir else "its temporary files removed"
+    on_interrupt(f"validate stopped before its report: its bench and kit were stopped, {kept}")
     results, meta = validate_sim(args.workdir)
     print(render_json(results, meta) if args.json else render_text(results, meta))
     return 0 if all(r.status == "met" for r in results) else 1
@@ -182,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--root", type=Path, help="bench state directory (default .thingkit/bench)")
         sp.set_defaults(func=func)
         if name == "up":
-            sp.add_argument("--port", type=int, help="broker port (default: a free one)")
+            sp.add_argument(
+                "--port",
+                type=int,
+                help="broker port (default: the one saved by the first start, else a free one)",
+            )
         if name == "status":
             sp.add_argument("--json", action="store_true")
         if name == "ntp":
@@ -206,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "create":
             sp.add_argument("--heap", help="GC heap size, e.g. 80k")
             sp.add_argument(
+                "--force",
+                action="store_true",
+                help="re-create an existing kit: stop it, wipe it, new identity",
+            )
+            sp.add_argument(
                 "--mode",
                 choices=["romfs", "mpy", "source"],
                 default=None,
@@ -214,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "or .py source",
             )
         if name == "set-time":
-            sp.add_argument("when", nargs="?", help="'YYYY-MM-DD hh:mm:ss' UTC (default: now)")
+            sp.add_argument(
+                "when", nargs="?", help="'YYYY-MM-DD hh:mm:ss' UTC or 'now' (default: now)"
+            )
 
     from host_tools.boards.cli import register as register_boards
 
@@ -250,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _interrupt_notes.clear()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="thingkit: %(message)s"
     )
@@ -259,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"thingkit: {exc.line()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(_interrupted(), file=sys.stderr)
         return 130
 
 

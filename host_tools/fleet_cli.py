@@ -56,6 +56,14 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"thingkit: {line}", file=sys.stderr)
 
+    from host_tools.cli import on_interrupt
+
+    on_interrupt(
+        lambda: (
+            f"fleet up stopped: its kits were powered off ({len(f.running())} still "
+            f"running), bench {'up' if f.bench.is_up() else 'down'}; state kept in {f.root}"
+        )
+    )
     try:
         st = f.up(
             args.count,
@@ -92,6 +100,15 @@ def cmd_fleet_down(args: argparse.Namespace) -> int:
     f = _fleet(args)
     if not f.state:
         raise UserError(f"no fleet in {f.root}", where="thingkit fleet up --count N")
+    from host_tools.cli import on_interrupt
+
+    count = len(f.state.get("things", []))
+    on_interrupt(
+        lambda: (
+            f"fleet down stopped: {len(f.running())} of {count} kits still running; "
+            "run `thingkit fleet down` again"
+        )
+    )
     st = f.down()
     if args.json:
         print(json.dumps(st, indent=1))

@@ -262,14 +262,13 @@ def _endpoint(args: argparse.Namespace) -> tuple[dict, bytes]:
     """The fleet's endpoint settings and server CA, by target."""
     if args.target == "bench":
         b = _bench(args)
-        st = b.state
-        if "broker_port" not in st:
-            raise UserError("the bench is not up", where="thingkit bench up")
+        # Ports survive bench down/up (saved at the first start): a fleet made while the
+        # bench is down still reaches it once it is up.
         return (
             {
                 "endpoint": "localhost",
-                "port": int(st["broker_port"]),
-                "ntp_servers": (f"127.0.0.1:{st['ntp_port']}",),
+                "port": b.port,
+                "ntp_servers": (f"127.0.0.1:{b.ntp_port}",),
                 "region": "",
             },
             b.layout.server_ca_der.read_bytes(),
@@ -479,18 +478,21 @@ def cmd_register(args: argparse.Namespace) -> int:
                 args,
                 {"plan": {"bench": str(b.layout.root), "things": len(active)}},
                 f"would register {len(active)} things on the bench {b.layout.root}: ACL "
-                "regenerated, CRL published, broker restarted",
+                "regenerated and CRL published; the broker reloads its ACL if it changed and "
+                "restarts only if revocations changed",
             )
             return 0
+        b.require_up()
         _confirm(args, f"register {len(active)} things on the bench")
         t0 = time.monotonic()
-        n = br.register_things(b, {e.thing_name: e.fingerprint for e in active})
-        br.publish_crl(b)
+        n = br.register_things(b, {e.thing_name: e.fingerprint for e in active}, reload=False)
+        br.publish_crl(b, restart=False)
+        did = b.apply_config()
         _out(
             args,
-            {"registered": n, "things": len(active)},
-            f"bench: {len(active)} things registered ({n} new or changed), ACL and CRL "
-            f"regenerated, broker restarted in {time.monotonic() - t0:.1f} s",
+            {"registered": n, "things": len(active), "broker": did},
+            f"bench: {len(active)} things registered ({n} new or changed); "
+            f"{_BROKER_DID[did]} ({time.monotonic() - t0:.1f} s)",
         )
         return 0
     from provisioning.aws.apply import Applier
@@ -523,6 +525,15 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 1 if res.errors else 0
 
 
+# What Bench.apply_config did, as the commands say it.
+_BROKER_DID = {
+    "unchanged": "nothing changed for the broker: it was left alone, no kit disconnected",
+    "reloaded": "broker ACL reloaded (SIGHUP: connections kept)",
+    "restarted": "broker restarted to load the new CRL or CAs (kits reconnect)",
+    "down": "the broker is not running: applies when it starts",
+}
+
+
 def _revoke_targets(args, store, spec, things_fps: list[tuple[str, str]]) -> str:
     """Push revocations to the target; return a line saying what was done."""
     target = args.target or spec.get("target", "aws")
@@ -531,8 +542,8 @@ def _revoke_targets(args, store, spec, things_fps: list[tuple[str, str]]) -> str
 
         b = _bench(args)
         _bench_ca_check(b, spec)
-        br.publish_crl(b)
-        return "bench CRL published, broker restarted"
+        br.publish_crl(b, restart=False)
+        return f"bench CRL published; {_BROKER_DID[b.apply_config()]}"
     if target == "aws":
         from provisioning.aws.apply import Applier
         from provisioning.aws.plan import revocation_plan
@@ -566,9 +577,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         if args.dry_run:
             _out(args, {"plan": {"revoke": cn}}, f"would revoke {cn}'s certificate on the bench")
             return 0
+        b = _bench(args)
+        b.require_up()
         _confirm(args, f"revoke the certificate of {cn} on the bench")
         try:
-            entry, new = br.revoke_on_bench(_bench(args), cert, cn, args.reason)
+            entry, new = br.revoke_on_bench(b, cert, cn, args.reason)
         except CAError as exc:
             raise UserError(str(exc)) from exc
         _out(
@@ -592,6 +605,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             "\n".join(f"would revoke {t} {f[:12]}..." for t, f in todo) or "nothing to revoke",
         )
         return 0
+    if (args.target or spec.get("target", "aws")) == "bench":
+        _bench(args).require_up()
     _confirm(args, f"revoke {len(todo)} certificate(s)")
     ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
     with store:
@@ -645,10 +660,14 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             "\n".join(f"would rotate {t}" for t in things) or "no certificate is due for rotation",
         )
         return 0
+    target = args.target or spec.get("target", "aws")
+    kits = args.kits or state_home() / "kits"
+    if target == "bench" and any((kits / t).exists() for t in things):
+        _bench(args).require_up()  # delivery to a kit needs the broker
     _confirm(args, f"issue new certificates for {len(things)} device(s)")
     ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
-    target = args.target or spec.get("target", "aws")
     lines, docs = [], []
+    undelivered, unconfirmed = [], []
     with store:
         for thing in things:
             old = store.devices[thing].identity().cert
@@ -664,9 +683,10 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 if target == "bench":
                     from provisioning import bench_registry as br
 
-                    br.register_things(_bench(args), {thing: new.fingerprint})
+                    br.register_things(_bench(args), {thing: new.fingerprint}, reload=False)
+                    _bench(args).apply_config()
 
-            kit_root = (args.kits or state_home() / "kits") / thing
+            kit_root = kits / thing
             if target == "bench" and kit_root.exists():
                 from host_tools.bench.observer import Observer
                 from host_tools.kit.sim import SimKit
@@ -677,7 +697,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
                 def revoke(cert, thing=thing, b=b) -> None:
                     revoke_in_fleet(store, ca, thing, "superseded", cert=cert)
-                    br.publish_crl(b)
+                    br.publish_crl(b, restart=False)
+                    b.apply_config()
 
                 with Observer(b) as obs:
                     r = rotate_identity(
@@ -688,6 +709,13 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                         revoke,
                         timeout=args.timeout,
                         record=record,
+                    )
+                line = r.line()
+                if not r.confirmed:
+                    unconfirmed.append(thing)
+                    line = line.rsplit(": ", 1)[0] + (
+                        f": written to kit {kit_root} and reset, but it did not connect with "
+                        f"it within {args.timeout:g} s; the old certificate stays valid"
                     )
             else:
                 new = ca.issue(thing, Usage.CLIENT, days=ca.policy.leaf_days)
@@ -701,17 +729,33 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                     False,
                     0.0,
                 )
-            lines.append(r.line())
-            docs.append(r.__dict__)
+                undelivered.append(thing)
+                line = (
+                    r.line().rsplit(": ", 1)[0]
+                    + ": issued, not delivered yet"
+                    + (f" (no kit at {kit_root})" if target == "bench" else "")
+                )
+            lines.append(line)
+            docs.append({**r.__dict__, "delivered": thing not in undelivered})
         store.write_manifests()
     pending = [t for t in things if pending_old(store, t)]
+
+    def names(ts: list[str]) -> str:
+        return " ".join(ts[:3]) + (" ..." if len(ts) > 3 else "")
+
     text = "\n".join(lines)
-    if pending:
+    if undelivered:
         how = "register them (thingkit register) and " if target == "aws" else ""
         text += (
-            f"\n{len(pending)} device(s) wait for delivery: {how}flash or send "
+            f"\n{len(undelivered)} device(s) wait for delivery: {how}flash or send "
             f"{store.images_dir}/<thing>.littlefs.bin, then `thingkit rotate --confirm "
-            f"{' '.join(pending[:3])}{' ...' if len(pending) > 3 else ''}`"
+            f"{names(undelivered)}`"
+        )
+    if unconfirmed:
+        text += (
+            f"\n{len(unconfirmed)} kit(s) did not confirm: see `thingkit kit console "
+            f"{unconfirmed[0]}`; once they are connected, `thingkit rotate --confirm "
+            f"{names(unconfirmed)}`"
         )
     _out(args, {"rotated": docs, "pending": pending}, text)
     return 0

@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 
-from host_tools.bench import acl, broker, procs
+from host_tools.bench import acl, broker
 from host_tools.bench.bench import Bench
 from provisioning.ca import CertificateAuthority
 from provisioning.revocation import RevocationList, Revoked, build_crls
@@ -79,10 +78,8 @@ def _write_registry(bench: Bench, reg: dict, reload: bool) -> None:
     tmp = lay.acl.with_suffix(".tmp")
     tmp.write_text(acl.render(reg, bench.topic_prefix))
     os.replace(tmp, lay.acl)
-    pid = bench.state.get("broker_pid")
-    if reload and procs.alive(pid):
-        os.kill(pid, signal.SIGHUP)  # mosquitto re-reads acl_file on SIGHUP
-        time.sleep(0.2)
+    if reload:
+        bench.apply_config()  # SIGHUP if the ACL changed; nothing if it did not
 
 
 def publish_crl(bench: Bench, restart: bool = True) -> Path:
@@ -98,7 +95,7 @@ def publish_crl(bench: Bench, restart: bool = True) -> Path:
     if bench.is_up():
         bench.layout.mosquitto_conf.write_text(broker.render_conf(bench.layout, bench.port))
         if restart:
-            bench.restart_broker()
+            bench.apply_config()  # a restart only if the revocations changed
     return path
 
 

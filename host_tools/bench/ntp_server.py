@@ -69,6 +69,10 @@ class SNTPServer:
     def start(self) -> None:
         self._thread.start()
 
+    def alive(self) -> bool:
+        """True while the server thread runs."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Stop the loop, then close the socket (closing first raced the thread)."""
         self._stop.set()

@@ -17,6 +17,72 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound now, as the bench's servers bind it.
+
+    TCP is probed with SO_REUSEADDR, as mosquitto binds: connections of an earlier run
+    left in TIME_WAIT do not count, a listening socket does.
+    """
+    with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def port_holder(port: int, kind: int = socket.SOCK_STREAM) -> str:
+    """Who holds ``port`` on this host: "pid 123 (nc)", or "" if it cannot be told.
+
+    Reads /proc/net (Linux): the socket's inode, then the process with that inode open.
+    """
+    table = "/proc/net/tcp" if kind == socket.SOCK_STREAM else "/proc/net/udp"
+    inodes = set()
+    for path in (table, table + "6"):
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            listening = kind != socket.SOCK_STREAM or f[3:4] == ["0A"]  # TCP: LISTEN only
+            if len(f) > 9 and int(f[1].rsplit(":", 1)[1], 16) == port and listening:
+                inodes.add(f"socket:[{f[9]}]")
+    if not inodes:
+        return ""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fds = list((d / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    name = (d / "comm").read_text().strip()
+                    return f"pid {d.name} ({name})"
+            except OSError:
+                continue
+    return ""
+
+
+def running(pid: int | None, mark: str) -> bool:
+    """Whether ``pid`` is alive and is the process we started: its command line holds
+    ``mark`` (a path of the bench). A pid saved before a reboot may name another process."""
+    if not alive(pid):
+        return False
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc to ask: trust the pid
+    return mark.encode() in cmd
+
+
 def spawn(argv: list[str], log: Path, cwd: Path | None = None, env: dict | None = None) -> int:
     """Start a detached process (own session) with output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)

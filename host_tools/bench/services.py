@@ -1,6 +1,7 @@
 """The bench's service process: Device Shadow, Jobs and streams services, rules engine, SNTP.
 
-Started by ``thingkit bench up``; runs until SIGTERM::
+Started by ``thingkit bench up``; runs until SIGTERM, or exits (status 1) if its NTP
+thread ends, so that ``bench up`` sees it dead and restarts it::
 
     python -m host_tools.bench.services --root DIR --port 8883 --ntp-port 12300
 """
@@ -63,12 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     clients.connect(client, args.port)
-    stop.wait()
+    rc = 0
+    while not stop.wait(1.0):
+        # NTP is a thread of this process: if it ends, the process ends too, so that
+        # `thingkit bench up` sees a dead services process and starts it again.
+        if not ntp.alive():
+            log.error("the NTP server stopped: exiting so that `bench up` restarts it")
+            rc = 1
+            break
     log.info("stopping")
     client.disconnect()
     client.loop_stop()
     ntp.stop()
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

@@ -135,16 +135,20 @@ def test_bench_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     }
 
 
-def test_bench_ntp_writes_control(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = run(
+def test_bench_ntp_refuses_when_bench_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bench directory but no bench running: nothing answers NTP, so nothing is "set".
+    rc, out, err = run(
         capsys, "bench", "ntp", "--root", str(tmp_path), "--offset", "-12.5", "--block"
     )
-    assert rc == 0
-    assert out == "bench ntp: offset -12.5 s, blocked\n"
-    assert read_control(tmp_path / "ntp.json") == {"offset_s": -12.5, "blocked": True}
-    rc, out, _ = run(capsys, "bench", "ntp", "--root", str(tmp_path))
-    assert out == "bench ntp: offset +0.0 s, answering\n"
-    assert read_control(tmp_path / "ntp.json") == {"offset_s": 0.0, "blocked": False}
+    assert (rc, out) == (1, "")
+    assert_one_error_line(
+        err,
+        "thingkit: the bench is not running; start it with: thingkit bench up "
+        f"--root {tmp_path.resolve()}",
+    )
+    assert read_control(tmp_path / "ntp.json") == {}
 
 
 def test_bench_ntp_without_bench_dir_is_one_line(
@@ -206,7 +210,11 @@ def test_other_kit_commands_on_unknown_kit(
 def test_kit_create_needs_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(capsys, "kit", "create", "kit-1", "--root", str(tmp_path / "bench"))
     assert rc == 1
-    assert_one_error_line(err, "thingkit: the bench is not up; see thingkit bench up")
+    assert_one_error_line(
+        err,
+        f"thingkit: the bench is not running; start it with: thingkit bench up --root "
+        f"{(tmp_path / 'bench').resolve()}",
+    )
     assert not (tmp_path / "kits").exists()
 
 

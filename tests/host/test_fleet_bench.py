@@ -128,7 +128,7 @@ def test_cli_bench_fleet_lifecycle(bench: Bench, tmp_path: Path, capsys) -> None
         *root,
     )
     assert rc == 0, err
-    assert "revoked 1 certificate(s); bench CRL published, broker restarted" in out
+    assert "revoked 1 certificate(s); bench CRL published; broker restarted" in out
     ok, why = _connect(
         bench, base64.b64decode(e0.cert), base64.b64decode(e0.key), e0.thing_name, tmp_path
     )
