@@ -38,6 +38,21 @@ if [ ! -f "$stubs/machine.pyi" ]; then
   echo "setup: installing micropython-esp32-stubs into $stubs"
   .venv/bin/pip install -q --target "$stubs" micropython-esp32-stubs==1.29.0.post1
 fi
+# A 32-bit MicroPython for the memory figures: the official WebAssembly port from npm,
+# run by Node.js (host_tools/kit/wasm32, docs/memory.rst). Debian's nodejs if none.
+wasm_pkg=@micropython/micropython-webassembly-pyscript@1.27.0
+wasm_dir=.thingkit/wasm32
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing Debian packages: nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if ! grep -qs '"version": "1.27.0"' "$wasm_dir/node_modules/@micropython/micropython-webassembly-pyscript/package.json"; then
+  echo "setup: installing $wasm_pkg into $wasm_dir"
+  mkdir -p "$wasm_dir"
+  npm install --prefix "$wasm_dir" --no-save --no-audit --no-fund --loglevel=error "$wasm_pkg" >/dev/null
+fi
 
 cmd=${1:-setup}
 shift || true
