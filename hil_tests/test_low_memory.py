@@ -4,7 +4,7 @@ again without App #2, and after two sessions in a row ended by MemoryError it dr
 or a smaller configuration), where it used to fail every session and stay unreachable.
 
 The heap figures are the 64-bit virtual kit's, code as .mpy in RAM (a stock image): 128 KiB
-holds App #1 + App #2 there, 72 KiB does not."""
+holds App #1 + App #2 there, 96 KiB does not."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from hil_tests.helpers import ping, wait_connected
 
 pytestmark = pytest.mark.slow
 
-TOO_SMALL_FOR_APP2 = "72k"
+# 96 KiB: App #1 alone runs steadily (4 of 4 runs), App #2 does not fit (it needs 116 KiB).
+# At 72 KiB even App #1 alone lost sessions for memory at its shadow sync in one CI run.
+TOO_SMALL_FOR_APP2 = "96k"
 
 
 def test_kit_without_room_for_app2_comes_online_without_it(bench, make_kit, observer):
