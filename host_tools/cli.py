@@ -218,9 +218,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "met" for r in results) else 1
 
 
+def tool_version() -> str:
+    """thingkit's version (the installed package's, as pyproject.toml gives it), and the
+    firmware version it deploys when that differs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from host_tools.paths import FIRMWARE
+
+    try:
+        tool = version("thingkit")
+    except PackageNotFoundError:
+        tool = "unknown (not installed)"
+    text = (FIRMWARE / "tk" / "version.py").read_text()
+    fw = text.split('"')[1] if '"' in text else "?"
+    return tool if fw == tool else f"{tool} (firmware {fw})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="thingkit", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"thingkit {tool_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     deps = sub.add_parser("deps", help="device-side packages").add_subparsers(

@@ -30,6 +30,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# The documentation tools: the docs build needs them, and so do the tests that check the
+# docs (tests/host/test_docs.py imports docutils), so `.venv/bin/python -m pytest` works
+# right after set-up. scripts/docs.sh keeps the same stamp.
+docs_stamp=.venv/.thingkit-docs-installed
+if [ ! -f "$docs_stamp" ] || [ docs/requirements.txt -nt "$docs_stamp" ]; then
+  echo "setup: installing the documentation tools into .venv"
+  .venv/bin/pip install -q -r docs/requirements.txt
+  touch "$docs_stamp"
+fi
 .venv/bin/thingkit deps fetch
 # Type stubs of MicroPython's ESP32 port, for the portability check (kept out of the
 # venv's site-packages, where they would shadow CPython's own stubs for host code).

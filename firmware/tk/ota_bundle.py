@@ -1,6 +1,6 @@
 """Update bundles on the device: verify the signed manifest, then stream the payload.
 
-Format (notes/session2_design.md; host side host_tools/ota/bundle.py)::
+Format (docs/ota_bundles.rst, "Format"; host side host_tools/ota/bundle.py)::
 
     b"TKOTA1\\n\\0" | u32 BE M | M bytes manifest JSON | 64 bytes sig r||s | payload
 

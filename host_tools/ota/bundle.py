@@ -1,4 +1,4 @@
-"""OTA update bundles: build, sign, parse and inspect (format: notes/session2_design.md).
+"""OTA update bundles: build, sign, parse and inspect (format: docs/ota_bundles.rst, "Format").
 
 One file, read in order, so a device can check the signature before it takes any
 payload::

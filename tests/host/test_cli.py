@@ -349,3 +349,13 @@ def test_main_bug_keeps_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(cli, "cmd_bench_down", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["bench", "down", "--root", str(tmp_path)])
+
+
+def test_version_option_prints_the_installed_version(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"thingkit {version('thingkit')}")
