@@ -333,3 +333,30 @@ def test_no_telemetry_lost_across_20_outages(own_bench, proxied_kit, fault_proxy
     assert all(0 <= d <= w <= FAST_BACKOFF["backoff_cap_ms"] for d, _, w in retries), retries
     assert any(w > FAST_BACKOFF["backoff_base_ms"] for _, _, w in retries), "no backoff growth"
     assert len({d for d, _, _ in retries}) > len(retries) // 2, "reconnect delays not jittered"
+
+
+# -- a half-open link while the kit is busy ---------------------------------------------------
+@pytest.mark.hil_timeout(150)
+def test_withheld_broker_responses_are_noticed_while_publishing_every_second(
+    bench, proxied_kit, fault_proxy
+):
+    """Device Advisor's keep-alive case: every broker response is withheld while the kit
+    publishes every second. The kit notices within 1.5 x keepalive (a PUBACK or a
+    PINGRESP that does not come), backs off and reconnects once the link is back."""
+    kit = proxied_kit("online", keepalive_s=KEEPALIVE_S, telemetry_interval_s=1, **FAST_BACKOFF)
+    time.sleep(2)
+    online, ended = online_count(kit), len(sessions_ended(kit))
+    up0 = fault_proxy.stats().bytes_up
+    fault_proxy.drop("down")  # broker -> device blackholed; device -> broker still flows
+    t0 = time.monotonic()
+    try:
+        why = wait_session_end(kit, ended, KEEPALIVE_S * 1.5 + 10)
+        took = time.monotonic() - t0
+        sent = fault_proxy.stats()
+    finally:
+        fault_proxy.heal()
+    assert re.search(r"PUBACK|PINGRESP", why, re.IGNORECASE), why
+    assert sent.bytes_up > up0, f"the kit sent nothing while responses were withheld: {sent}"
+    assert sent.dropped_down > 0, f"no broker response was withheld: {sent}"
+    assert took <= KEEPALIVE_S * 1.5, f"half-open link noticed only after {took:.1f} s"
+    wait_online_again(kit, online, 30)

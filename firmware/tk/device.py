@@ -186,7 +186,12 @@ class Session:
             if c.ping_outstanding:
                 if time.ticks_diff(now, c.ping_at) > ka_ms // 2:
                     raise OSError("no PINGRESP within %d ms" % (ka_ms // 2))
-            elif time.ticks_diff(now, c.last_tx) > ka_ms // 2:
+            elif (time.ticks_diff(now, c.last_tx) > ka_ms // 2
+                  or time.ticks_diff(now, c.last_rx) > ka_ms // 2):
+                # Half a keepalive without a byte from the broker is checked whatever this
+                # device is sending: a busy publisher on a half-open link is noticed
+                # within one keepalive (PINGREQ, then no PINGRESP), not only when a QoS 1
+                # publish times out.
                 c.ping()
 
     def close(self):

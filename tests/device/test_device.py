@@ -18,7 +18,7 @@ class Client(FakeMQTT):
     # FakeMQTT plus the keepalive bookkeeping of tk.mqtt.Client.
     def __init__(self):
         super().__init__()
-        self.last_tx = self.ping_at = time.ticks_ms()
+        self.last_tx = self.last_rx = self.ping_at = time.ticks_ms()
         self.ping_outstanding = False
         self.pings = 0
         self.max_polls = 1000
@@ -216,6 +216,34 @@ def test_serve_pings_when_idle_for_half_the_keepalive(mpy):
         except RuntimeError:
             pass
         out([quiet, c.pings, c.ping_outstanding])
+    """,
+    )
+    assert r == [0, 1, True]
+
+
+def test_serve_pings_a_silent_broker_even_while_sending(mpy):
+    # A busy publisher on a half-open link: it sent a moment ago, but nothing came from
+    # the broker for over half the keepalive. It asks (PINGREQ) rather than wait for a
+    # QoS 1 time-out.
+    r = mpy.one(
+        prelude=setup(mpy, None),
+        code="""
+        c.max_polls = 1
+        c.last_tx = time.ticks_ms()
+        c.last_rx = time.ticks_add(time.ticks_ms(), -29000)
+        try:
+            s.serve()
+        except RuntimeError:
+            pass
+        heard_recently = c.pings
+        c.polls, c.max_polls = 0, 1
+        c.last_tx = time.ticks_ms()
+        c.last_rx = time.ticks_add(time.ticks_ms(), -30500)
+        try:
+            s.serve()
+        except RuntimeError:
+            pass
+        out([heard_recently, c.pings, c.ping_outstanding])
     """,
     )
     assert r == [0, 1, True]
