@@ -210,3 +210,53 @@ def test_duplicate_client_id_kicks_back_off(own_bench, make_kit, tmp_path):
     assert windows == [500, 1000, 2000], kit.console()[-2000:]
     assert kit.console().count("(closed by the broker)") == 3
     assert "backoff reset" not in kit.console()
+
+
+# -- the last resort: no cloud for too long ---------------------------------------------------
+@pytest.mark.capability("virtual_kit")
+@pytest.mark.hil_timeout(150)
+def test_no_cloud_for_longer_than_the_limit_reboots_once_and_loses_nothing(
+    own_bench, make_kit, telemetry_ledger
+):
+    """offline.reboot_after_s: a device without a cloud session for that long reboots
+    (a radio or network stack that never recovers is in the device), keeping its outbox;
+    the next boot says why. A broker down for more than the limit and less than twice it
+    leads to exactly one reboot, and every reading of both boots arrives."""
+    limit = 15
+    kit = make_kit(own_bench, offline_reboot_s=limit, **FAST)
+    ledger = telemetry_ledger(kit.thing)
+    boot_a = _boot_online(kit, ledger)
+    own_bench.stop_broker()
+    t_stop = time.monotonic()
+    kit.wait_for(r"E device: no cloud session for 15 s: rebooting", limit + 15)
+    took = time.monotonic() - t_stop
+    kit.wait_for(r"I main: thingkit .* \(reset: soft\)", 20)
+    # The new boot reads into its outbox too (its own console lines, after the reboot).
+    deadline = time.monotonic() + 20
+    while True:
+        after = kit.console().split("rebooting (readings stay on flash)", 1)[1]
+        queued_b = [int(x) for x in QUEUED_RX.findall(after)]
+        if len(queued_b) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(queued_b) >= 2, kit.console()[-1500:]
+    time.sleep(max(0.0, limit + 8 - (time.monotonic() - t_stop)))  # < 2 x limit offline
+    own_bench.restart_broker()
+    wait_online_again(kit, 0, 30)
+    # Boot A's readings (the queued ones among them) and boot B's: all there.
+    con = kit.console(since_boot=False)
+    assert con.count("rebooting (readings stay on flash)") == 1, con[-2000:]
+    assert limit <= took <= limit + 10, took
+    assert ledger.wait(lambda led: len(led.boots()) >= 2, 30), kit.console()[-1500:]
+    boots = ledger.boots()
+    assert len(boots) == 2 and boots[0] == boot_a, boots
+    queued_a = [int(x) for x in QUEUED_RX.findall(con.split("rebooting")[0])]
+    assert queued_a, "the kit queued nothing before its reboot"
+    missing_a = ledger.wait_complete(boot_a, max(queued_a), 30)
+    assert missing_a == [], f"boot A never arrived: {missing_a}\n{con[-2000:]}"
+    missing_b = ledger.wait_complete(boots[1], max(queued_b), 20)
+    assert missing_b == [], missing_b
+    # The new boot says why it started.
+    with Observer(own_bench) as obs:
+        boot = obs.shadow_get(kit.thing)["state"]["reported"]["boot"]
+    assert boot["after"] == f"no cloud session for {limit} s", boot

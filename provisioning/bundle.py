@@ -72,6 +72,9 @@ class DeviceConfig:
     outbox_max_records: int = 512
     # Seconds a new firmware version has to confirm itself before it is rolled back.
     ota_confirm_s: int = 300
+    # Last resort: seconds without a cloud session after which the device reboots
+    # (firmware/tk/device.py; its outbox is on flash and survives). 0: never.
+    offline_reboot_s: int = 900
 
     def to_json(self) -> dict:
         """The JSON document the firmware reads."""
@@ -104,6 +107,8 @@ class DeviceConfig:
             doc["outbox"] = {"max_records": d["outbox_max_records"]}
         if d["ota_confirm_s"] != 300:
             doc["ota"] = {"confirm_s": d["ota_confirm_s"]}
+        if d["offline_reboot_s"] != 900:
+            doc["offline"] = {"reboot_after_s": d["offline_reboot_s"]}
         return doc
 
 

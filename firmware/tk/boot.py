@@ -30,6 +30,10 @@ def start(hal, cfg, lean=False):
         _log.warn("log_level %r unknown; keeping info", cfg.log_level)
     boot_id = "%08x" % int.from_bytes(os.urandom(4), "big")
     info = {"id": boot_id, "reason": hal.reset_cause(), "uid": hal.unique_id(), "fw": VERSION}
+    from tk.device import boot_after  # already loaded: tk.device runs this boot
+    after = boot_after()
+    if after:
+        info["after"] = after  # the previous run rebooted itself: why
     tls = make_tls(cfg)  # first: long-lived objects on a clean heap
     if lean:
         info["degraded"] = "App #2 off: out of memory at boot"

@@ -157,6 +157,11 @@ def _fill(self, doc):
     # how long a new version has to confirm itself before it is rolled back.
     self.ota_pubkey = _get(doc, "ota.pubkey", str, "certs/ota-signing.der")
     self.ota_confirm_s = _int(doc, "ota.confirm_s", 10, 3600, 300)
+    # Last resort (no cloud session for this long: reboot, the outbox kept on flash); 0 off.
+    self.offline_reboot_s = _get(doc, "offline.reboot_after_s", int, 900)
+    if self.offline_reboot_s and not 10 <= self.offline_reboot_s <= 86400:
+        raise ConfigError("field 'offline.reboot_after_s' is %d; allowed 0 (never) or "
+                          "10..86400" % self.offline_reboot_s)
     self.wifi = doc.get("wifi")
 
 

@@ -24,6 +24,7 @@ from tk.topics import Topics
 from tk.version import VERSION
 
 _log = Logger("device")
+_AFTER = "reboot.txt"  # why the device rebooted itself (tk.device._last_resort)
 _FLUSH_BATCH = 8  # outbox records published per loop turn
 _OOM_SESSIONS = 2  # sessions in a row ended by MemoryError before App #2 is dropped
 _tls = None  # the TLS client context, made once per boot (tk.boot.make_tls)
@@ -260,6 +261,35 @@ def _boot(hal, cfg):
         gc.collect()
 
 
+def _last_resort(hal, cfg, cloud_at):
+    """No cloud session for ``offline.reboot_after_s`` (900 s by default): reboot, as
+    ESPHome's reboot_timeout does, in case the fault is in this device (a network stack
+    or radio that never recovers). App #2's readings are on flash and survive; the next
+    boot reports why it started in reported.boot.after."""
+    limit = cfg.offline_reboot_s
+    if not limit or time.ticks_diff(time.ticks_ms(), cloud_at) < limit * 1000:
+        return
+    _log.error("no cloud session for %d s: rebooting (readings stay on flash)", limit)
+    try:
+        with open(_AFTER, "w") as f:
+            f.write("no cloud session for %d s" % limit)
+    except OSError:
+        pass
+    hal.reboot()
+
+
+def boot_after():
+    """Why the previous run ended, if it rebooted itself (read once, then removed)."""
+    import os
+    try:
+        with open(_AFTER) as f:
+            why = f.read()
+        os.remove(_AFTER)
+        return why
+    except OSError:
+        return None
+
+
 def _forget_app2():
     # Runs when the heap may be exhausted: allocates nothing (no list of names, no
     # string built; see tk.forget).
@@ -283,6 +313,7 @@ def run(hal, cfg):
     gc.collect()
     sessions = 0
     oom = 0  # sessions in a row that ended out of memory
+    cloud_at = time.ticks_ms()  # the last time a session was up (or boot)
     while True:
         session = None
         up_at = None
@@ -321,6 +352,9 @@ def run(hal, cfg):
             info["degraded"] = "App #2 off: out of memory"
             _log.error("out of memory in %d sessions in a row: App #2 off until the next boot",
                        oom)
+        if up_at is not None:
+            cloud_at = time.ticks_ms()
+        _last_resort(hal, cfg, cloud_at)
         if up_at is not None and backoff.session_ended(
                 time.ticks_diff(time.ticks_ms(), up_at), peer, cfg.backoff_reset_s * 1000):
             _log.info("backoff reset (the connection was stable)")
