@@ -7,6 +7,7 @@ A board module provides:
     unique_id()             hex string unique to this chip (MAC-derived)
     reset_cause()           'power_on', 'hard', 'soft', 'watchdog', 'deepsleep', 'brownout', ...
     tls_heap()              (free, largest block) of the heap Mbed TLS uses, or None
+    watchdog(timeout_ms)    start the hardware watchdog; returns an object with feed()
 """
 import sys
 

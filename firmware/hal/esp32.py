@@ -9,7 +9,7 @@ import machine
 import network
 import binascii
 
-from tk import clock
+from tk import clock, watchdog
 from tk.log import Logger
 
 NAME = "esp32"
@@ -38,6 +38,7 @@ def network_up(cfg, timeout_ms=30000):
         wlan.connect(ssid, wifi.get("psk", ""))
         t0 = time.ticks_ms()
         while not wlan.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+            watchdog.feed()  # waiting for the access point is progress
             time.sleep_ms(200)
         if wlan.isconnected():
             _log.info("wifi up: %s", wlan.ifconfig()[0])
@@ -77,6 +78,11 @@ def partition():
 def heap_reserved():
     # ROMFS on a board is memory-mapped flash: it costs no heap.
     return 0
+
+
+def watchdog(timeout_ms):
+    """machine.WDT: once started it resets the chip unless fed within ``timeout_ms``."""
+    return machine.WDT(timeout=timeout_ms)
 
 
 def tls_heap():

@@ -162,6 +162,8 @@ def _fill(self, doc):
     if self.offline_reboot_s and not 10 <= self.offline_reboot_s <= 86400:
         raise ConfigError("field 'offline.reboot_after_s' is %d; allowed 0 (never) or "
                           "10..86400" % self.offline_reboot_s)
+    # The hardware watchdog's time-out (tk.watchdog): longer than any legitimate block.
+    self.watchdog_s = _int(doc, "watchdog.timeout_s", 10, 600, 60)
     self.wifi = doc.get("wifi")
 
 

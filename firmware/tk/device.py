@@ -15,7 +15,7 @@ import gc
 import json
 import time
 
-from tk import forget, ota, settings
+from tk import forget, ota, settings, watchdog
 from tk.app1 import App1, last_will
 from tk.log import Logger
 from tk.mqtt import Client
@@ -156,6 +156,7 @@ class Session:
         c = self.client
         ka_ms = self.cfg.keepalive_s * 1000
         while True:
+            watchdog.feed()  # the session loop makes progress
             wait = 1000
             if self.app2 is not None:
                 # A backlog to send: only look for incoming packets, do not wait.
@@ -222,6 +223,7 @@ def _offline_wait(ms, app2, diag):
     """Sleep ``ms`` between sessions, in steps, so App #2 keeps reading into its outbox."""
     end = time.ticks_add(time.ticks_ms(), ms)
     while True:
+        watchdog.feed()
         left = time.ticks_diff(end, time.ticks_ms())
         if left <= 0:
             break
@@ -235,7 +237,7 @@ def _offline_wait(ms, app2, diag):
                 _log.error("offline reading failed: %r", e)
             left = min(left, max(1, app2.ms_to_due()))
         diag.sample()
-        time.sleep_ms(left)
+        time.sleep_ms(min(left, 1000))  # back to feed the watchdog at least every second
 
 
 def _boot(hal, cfg):

@@ -22,6 +22,8 @@ def start():
     cfg = config.wait_load(_log)
     config = None
     forget(("config",))
+    from tk import watchdog
+    watchdog.start(board, cfg.watchdog_s * 1000)
     while True:
         try:
             device.run(board, cfg)

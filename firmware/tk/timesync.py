@@ -11,7 +11,7 @@ never set is never used.
 """
 import time
 
-from tk import clock, sntp
+from tk import clock, sntp, watchdog
 from tk.backoff import Backoff
 from tk.log import Logger
 
@@ -49,4 +49,7 @@ def sync(hal, servers, base_ms=1000, cap_ms=60000, max_rounds=5):
         _log.info("time not synced (%s); retry in %d ms (attempt %d, window %d ms)",
                   "clock never set" if not clock.is_plausible() else "ntp unreachable",
                   delay, b.attempt, window)
-        time.sleep_ms(delay)
+        while delay > 0:  # in steps, feeding the watchdog
+            watchdog.feed()
+            time.sleep_ms(min(delay, 1000))
+            delay -= 1000

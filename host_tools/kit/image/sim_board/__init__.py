@@ -69,6 +69,32 @@ def heap_reserved():
         return 0
 
 
+class _Watchdog:
+    """machine.WDT of the virtual kit: feeding counts in the file $TK_SIM_WDT ("timeout_s
+    count", rewritten at most once a second); the kit's reset circuit (host_tools/kit/
+    sim.py) kills the firmware when the count stands still for timeout_s and starts it
+    again with reset cause "watchdog"."""
+
+    def __init__(self, timeout_ms):
+        self.path = os.getenv("TK_SIM_WDT")
+        self.timeout_s = max(1, (timeout_ms + 999) // 1000)
+        self.count = 0
+        self.at = None
+        self.feed()
+
+    def feed(self):
+        self.count += 1
+        now = utime.ticks_ms()
+        if self.path and (self.at is None or utime.ticks_diff(now, self.at) >= 1000):
+            self.at = now
+            with open(self.path, "w") as f:
+                f.write("%d %d\n" % (self.timeout_s, self.count))
+
+
+def watchdog(timeout_ms):
+    return _Watchdog(timeout_ms)
+
+
 def tls_heap():
     # Mbed TLS allocates with the host's malloc on the unix port: nothing to report.
     return None

@@ -13,6 +13,8 @@ transfer to its address raises OSError(19) (ENODEV), as machine.I2C does on an E
 when an address is not acknowledged. Plugging it back powers up a fresh device, with its
 registers at their reset values, as a real part that lost power.
 """
+import time
+
 from micropython import const
 
 from sim_board import state as sim_state
@@ -103,6 +105,13 @@ class SimI2C:
         sim_state.poll()
         if self._gen != sim_state.gen:
             self._sync()
+        comp = self._comps.get(addr)
+        # A fault the state file can inject: "hang": true on a component makes a transfer
+        # to it never return (a part holding the bus with no time-out to end it): the
+        # firmware's loop hangs there, and only the watchdog gets the kit out.
+        while comp is not None and sim_state.comp_state(comp["id"]).get("hang"):
+            time.sleep_ms(100)
+            sim_state.poll()
         dev = self._devs.get(addr)
         if dev is None:
             raise OSError(_ENODEV)
