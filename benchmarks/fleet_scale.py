@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boot-rate", type=float, default=20.0, help="kits powered on per second")
     ap.add_argument("--budget", type=float, default=1800.0, help="stop after this many seconds")
     ap.add_argument("--workdir", type=Path, help="keep bench and fleet state here")
-    ap.add_argument("--heap", default=DEFAULT_HEAP, help="each kit's GC heap (96k)")
+    ap.add_argument("--heap", default=DEFAULT_HEAP, help=f"each kit's GC heap ({DEFAULT_HEAP})")
     ap.add_argument("--firmware", type=Path, default=FIRMWARE, help="firmware source tree")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from host_tools.boards.registry import load_board
 from provisioning.ca import CertificateAuthority
 from provisioning.fleet import FleetSpec, provision_fleet
 from provisioning.manifest import assign_names, generated_records
@@ -148,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         raw = raw_loop(ca, args.raw_count)
         ossl = openssl_loop(ca, args.openssl_count, work / "openssl")
         spec = FleetSpec.for_board(
-            "abc123-ats.iot.eu-west-1.amazonaws.com", "esp32-devkitc", region="eu-west-1"
+            "abc123-ats.iot.eu-west-1.amazonaws.com",
+            load_board("esp32-devkitc"),
+            region="eu-west-1",
         )
         recs, _ = assign_names(generated_records(args.count, "esp32-devkitc"))
         res = provision_fleet(

@@ -17,7 +17,7 @@ from cryptography import x509
 from hil_tests.helpers import RETRY_RX, wait_connected
 from host_tools.bench import clients
 from host_tools.bench.observer import Observer
-from provisioning.bench_registry import crl_path, reuse_report, revoke_on_bench
+from host_tools.bench.registry import crl_path, reuse_report, revoke_on_bench
 from provisioning.lifecycle import KitDelivery, rotate_identity
 
 pytestmark = pytest.mark.slow

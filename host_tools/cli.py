@@ -343,10 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="thingkit: %(message)s"
     )
+    from provisioning.errors import ProvisioningError
+
     try:
         return args.func(args)
     except UserError as exc:
         print(f"thingkit: {exc.line()}", file=sys.stderr)
+        return 1
+    except ProvisioningError as exc:  # a bad bundle, CA, manifest, spec, image, store
+        print(f"thingkit: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(_interrupted(), file=sys.stderr)

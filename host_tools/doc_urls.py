@@ -1,9 +1,10 @@
 """Documentation URLs, all from one configuration value (Appendix B: hw.doc_urls_configurable).
 
-The value is ``base_url`` in ``docs/urls.toml``. Provisioning writes it into each device's
-``config.json`` (``docs_url``), the docs build uses it for canonical links, and host tools
-build page links from it. Nothing else may spell a documentation URL: ``thingkit audit``
-reports one written anywhere but ``docs/urls.toml``.
+The value is ``base_url`` in ``docs/urls.toml``, read by :mod:`provisioning.doc_urls` (the
+one reader, which provisioning uses for each device's ``config.json`` ``docs_url``); this
+module builds page links from it and reports a bad file as a :class:`UserError`. The docs
+build uses the same file for canonical links. Nothing else may spell a documentation URL:
+``thingkit audit`` reports one written anywhere but ``docs/urls.toml``.
 
 Usage::
 
@@ -16,32 +17,17 @@ Usage::
 
 from __future__ import annotations
 
-import functools
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from host_tools.errors import UserError
-from host_tools.paths import REPO
+from provisioning import doc_urls as _source
+from provisioning.doc_urls import URLS_FILE, DocUrls, DocUrlsError
 
-URLS_FILE = REPO / "docs" / "urls.toml"
+__all__ = ["URLS_FILE", "DocUrls", "base_url", "board_url", "load", "page_url", "vendor_url"]
 
 
-@dataclass(frozen=True)
-class DocUrls:
-    """The parsed ``docs/urls.toml``.
-
-    Attributes:
-        base_url: where the multi-page HTML is published, ending in ``/``.
-        links: link name -> URL pattern with one ``%s`` (Sphinx extlinks).
-        boards: a board file's ``url_key`` -> the vendor's hardware documentation.
-        path: the file it was read from.
-    """
-
-    base_url: str
-    links: dict[str, str] = field(default_factory=dict)
-    boards: dict[str, str] = field(default_factory=dict)
-    path: Path | None = None
+def _user_error(exc: DocUrlsError) -> UserError:
+    return UserError(exc.what, exc.cause, exc.where)
 
 
 def load(path: Path | None = None) -> DocUrls:
@@ -50,27 +36,17 @@ def load(path: Path | None = None) -> DocUrls:
     Raises:
         UserError: the file is missing, not TOML, or ``base_url`` is not an http(s) URL.
     """
-    path = Path(path) if path else URLS_FILE
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read {path}", str(exc)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path} is not valid TOML", str(exc)) from exc
-    base = doc.get("base_url")
-    if not isinstance(base, str) or not base.startswith(("https://", "http://")):
-        raise UserError(f"{path}: base_url must be an http(s) URL", where=str(path))
-    links = {str(k): str(v) for k, v in (doc.get("links") or {}).items()}
-    for name, pattern in links.items():
-        if pattern.count("%s") != 1:
-            raise UserError(f"{path}: links.{name} must contain %s once", where=str(path))
-    boards = {str(k): str(v) for k, v in (doc.get("boards") or {}).items()}
-    return DocUrls(base.rstrip("/") + "/", links, boards, path)
+        return _source.load(path)
+    except DocUrlsError as exc:
+        raise _user_error(exc) from exc
 
 
-@functools.cache
 def _default() -> DocUrls:
-    return load()
+    try:
+        return _source.default()
+    except DocUrlsError as exc:
+        raise _user_error(exc) from exc
 
 
 def base_url() -> str:

@@ -146,4 +146,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "--boot-rate", type=float, default=20.0, help="kits powered on per second (20)"
             )
             sp.add_argument("--timeout", type=float, help="wait this long for all online")
-            sp.add_argument("--heap", help="each kit's GC heap, e.g. 96k (default)")
+            sp.add_argument(
+                "--heap", help="each kit's GC heap, e.g. 128k (default: the virtual kit's, 224k)"
+            )

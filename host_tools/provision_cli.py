@@ -33,12 +33,15 @@ def _tty() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def _confirm(args: argparse.Namespace, question: str) -> None:
-    if args.yes:
+def _confirm(args: argparse.Namespace, question: str, ask: bool = True) -> None:
+    """Ask before acting (``ask``: AWS calls and what cannot be undone); local,
+    re-runnable steps on this host or the bench pass ``ask=False`` and just go ahead."""
+    if args.yes or not ask:
         return
     if not _tty():
         raise UserError(
-            f"refusing to {question} without confirmation", "add --yes", "--dry-run shows the plan"
+            f"refusing to {question} without confirmation",
+            "no terminal to ask on: add --yes to go ahead, or --dry-run to see the plan",
         )
     if input(f"{question}? [y/N] ").strip().lower() not in ("y", "yes"):
         raise UserError("cancelled")
@@ -51,8 +54,10 @@ def _passphrase(args: argparse.Namespace, confirm: bool = False) -> bytes | None
     if env:
         return env.encode()
     if not _tty():
-        raise UserError("the CA passphrase is needed", f"set {PASSPHRASE_ENV} or run in a terminal")
-    pw = getpass.getpass("CA passphrase: ").encode()
+        raise UserError(
+            "the CA passphrase is needed", f"set {PASSPHRASE_ENV}, or run in a terminal to type it"
+        )
+    pw = getpass.getpass(f"CA passphrase (or set {PASSPHRASE_ENV}): ").encode()
     if confirm and getpass.getpass("again: ").encode() != pw:
         raise UserError("the passphrases differ")
     if not pw:
@@ -141,7 +146,7 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
             f"(keys {'encrypted' if not args.no_passphrase else 'NOT encrypted'}; {policy})",
         )
         return 0
-    _confirm(args, f"create a CA in {args.dir}")
+    _confirm(args, f"create a CA in {args.dir}", ask=False)  # refuses an existing CA
     try:
         ca = CertificateAuthority.create(
             args.dir,
@@ -315,6 +320,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from provisioning.store import StoreError
 
     out = args.out or state_home() / "fleet"
+    if args.target is None:  # AWS when an AWS endpoint or region is named, else the bench
+        args.target = "aws" if args.endpoint or args.region else "bench"
     board = load_board(args.board)
     records, bad = _records(args)
     refused = {s: "" for s in (bad.rejected if bad else set())}
@@ -333,6 +340,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
     ep, server_ca = _endpoint(args)
     if args.target == "bench":
         ca_dir = _bench(args).layout.fleet_ca
+        if args.ca and Path(args.ca).resolve() != ca_dir.resolve():
+            raise UserError(
+                f"--target bench issues from the bench's fleet CA ({ca_dir}), not {args.ca}",
+                "the bench trusts only its own fleet CA; --ca is for --target aws",
+            )
         if not ca_dir.exists():
             raise UserError("the bench has no fleet CA yet", where="thingkit bench up")
     else:
@@ -357,14 +369,14 @@ def cmd_provision(args: argparse.Namespace) -> int:
         _out(
             args,
             {"plan": plan},
-            f"would issue {len(pv.new)} identities ({len(pv.known)} already provisioned, "
+            f"would issue {len(pv.new)} identities for target {args.target} ({len(pv.known)} already provisioned, "
             f"{len(refused)} refused) from {ca_dir} into {out}: endpoint {ep['endpoint']}:"
             f"{ep['port']}, board {board.id} (images flashed at "
             f"{hex(board.filesystem_offset())}){'' if images else ', no images'}",
         )
         return 0
     if pv.new:
-        _confirm(args, f"issue {len(pv.new)} device certificates from {ca_dir}")
+        _confirm(args, f"issue {len(pv.new)} device certificates from {ca_dir}", ask=False)
     ca, _pw = _load_ca(args, ca_dir)
     spec = FleetSpec(
         target=args.target,
@@ -391,8 +403,12 @@ def cmd_provision(args: argparse.Namespace) -> int:
         )
     except (FleetError, StoreError) as exc:
         raise UserError(str(exc), where=str(out)) from exc
-    doc = res.to_json()
-    text = res.summary()
+    doc = {**res.to_json(), "target": args.target, "ca": str(ca_dir)}
+    text = (
+        res.summary()
+        + f"\ntarget {args.target}, issued by the CA in {ca_dir}"
+        + (" (the bench's fleet CA: the bench trusts only it)" if args.target == "bench" else "")
+    )
     if res.refused:
         text += "\n" + "\n".join(f"  refused: {r}" for r in res.refused[:20])
     if images:
@@ -469,7 +485,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     store, spec = _store(args)
     active = [e for e in store.devices.values() if e.status == "active"]
     if args.target == "bench":
-        from provisioning import bench_registry as br
+        from host_tools.bench import registry as br
 
         b = _bench(args)
         _bench_ca_check(b, spec)
@@ -483,7 +499,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             )
             return 0
         b.require_up()
-        _confirm(args, f"register {len(active)} things on the bench")
+        _confirm(args, f"register {len(active)} things on the bench", ask=False)
         t0 = time.monotonic()
         n = br.register_things(b, {e.thing_name: e.fingerprint for e in active}, reload=False)
         br.publish_crl(b, restart=False)
@@ -538,7 +554,7 @@ def _revoke_targets(args, store, spec, things_fps: list[tuple[str, str]]) -> str
     """Push revocations to the target; return a line saying what was done."""
     target = args.target or spec.get("target", "aws")
     if target == "bench":
-        from provisioning import bench_registry as br
+        from host_tools.bench import registry as br
 
         b = _bench(args)
         _bench_ca_check(b, spec)
@@ -564,7 +580,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if args.cert:
         from cryptography import x509
 
-        from provisioning import bench_registry as br
+        from host_tools.bench import registry as br
         from provisioning.ca import CAError
 
         data = args.cert.read_bytes()
@@ -579,7 +595,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             return 0
         b = _bench(args)
         b.require_up()
-        _confirm(args, f"revoke the certificate of {cn} on the bench")
+        _confirm(args, f"revoke the certificate of {cn} on the bench", ask=False)
         try:
             entry, new = br.revoke_on_bench(b, cert, cn, args.reason)
         except CAError as exc:
@@ -605,9 +621,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             "\n".join(f"would revoke {t} {f[:12]}..." for t, f in todo) or "nothing to revoke",
         )
         return 0
-    if (args.target or spec.get("target", "aws")) == "bench":
+    on_bench = (args.target or spec.get("target", "aws")) == "bench"
+    if on_bench:
         _bench(args).require_up()
-    _confirm(args, f"revoke {len(todo)} certificate(s)")
+    _confirm(args, f"revoke {len(todo)} certificate(s) on AWS", ask=not on_bench)
     ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
     with store:
         try:
@@ -664,7 +681,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     kits = args.kits or state_home() / "kits"
     if target == "bench" and any((kits / t).exists() for t in things):
         _bench(args).require_up()  # delivery to a kit needs the broker
-    _confirm(args, f"issue new certificates for {len(things)} device(s)")
+    _confirm(args, f"issue new certificates for {len(things)} device(s)", ask=target == "aws")
     ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
     lines, docs = [], []
     undelivered, unconfirmed = [], []
@@ -681,16 +698,16 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                     trees=store.device_dir(thing).exists(),
                 )
                 if target == "bench":
-                    from provisioning import bench_registry as br
+                    from host_tools.bench import registry as br
 
                     br.register_things(_bench(args), {thing: new.fingerprint}, reload=False)
                     _bench(args).apply_config()
 
             kit_root = kits / thing
             if target == "bench" and kit_root.exists():
+                from host_tools.bench import registry as br
                 from host_tools.bench.observer import Observer
                 from host_tools.kit.sim import SimKit
-                from provisioning import bench_registry as br
 
                 b = _bench(args)
                 _bench_ca_check(b, spec)
@@ -765,7 +782,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     store, spec = _store(args)
     target = args.target or spec.get("target", "aws")
     if target == "bench":
-        from provisioning import bench_registry as br
+        from host_tools.bench import registry as br
 
         b = _bench(args)
         things = list(store.devices)
@@ -801,7 +818,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
 
 def cmd_bench_reuse(args: argparse.Namespace) -> int:
     """``thingkit bench reuse``: certificates presented by two live connections."""
-    from provisioning.bench_registry import reuse_report
+    from host_tools.bench.registry import reuse_report
 
     found = reuse_report(_bench(args))
     _out(
@@ -872,9 +889,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--count", type=int, help="this many devices, serials generated")
     src.add_argument("--manifest", type=Path, help="the manufacturer's allow list (CSV or JSON)")
     sp.add_argument("--out", type=Path, help="fleet directory (default .thingkit/fleet)")
-    sp.add_argument("--target", choices=["aws", "bench"], default="aws")
+    sp.add_argument(
+        "--target",
+        choices=["aws", "bench"],
+        default=None,
+        help="default: aws if --endpoint or --region is given, else the local bench",
+    )
     sp.add_argument("--bench-root", type=Path)
-    sp.add_argument("--ca", type=Path, help="CA directory (default .thingkit/ca)")
+    sp.add_argument("--ca", type=Path, help="CA directory for --target aws (default .thingkit/ca)")
     sp.add_argument("--region")
     sp.add_argument("--endpoint", help="MQTT endpoint (default: looked up for --region)")
     sp.add_argument("--port", type=int, default=8883)

@@ -21,8 +21,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from host_tools.doc_urls import base_url as docs_base_url
 from provisioning.ca import KeyPair
+from provisioning.doc_urls import base_url as docs_base_url
+from provisioning.errors import ProvisioningError
 
 CONFIG_FILE = "config.json"
 CERT_FILE = "certs/device.crt.der"
@@ -37,7 +38,7 @@ CONFIG_SCHEMA = 1
 THING_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class BundleError(ValueError):
+class BundleError(ProvisioningError, ValueError):
     """A bundle cannot be made from the values given."""
 
 
@@ -75,6 +76,8 @@ class DeviceConfig:
     # Last resort: seconds without a cloud session after which the device reboots
     # (firmware/tk/device.py; its outbox is on flash and survives). 0: never.
     offline_reboot_s: int = 900
+    # The hardware watchdog's time-out (firmware/tk/watchdog.py), 10..600 s.
+    watchdog_s: int = 60
 
     def to_json(self) -> dict:
         """The JSON document the firmware reads."""
@@ -109,6 +112,8 @@ class DeviceConfig:
             doc["ota"] = {"confirm_s": d["ota_confirm_s"]}
         if d["offline_reboot_s"] != 900:
             doc["offline"] = {"reboot_after_s": d["offline_reboot_s"]}
+        if d["watchdog_s"] != 60:
+            doc["watchdog"] = {"timeout_s": d["watchdog_s"]}
         return doc
 
 

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from provisioning.errors import ProvisioningError
+
 ROOT_CERT = "root.crt"
 ROOT_KEY = "root.key"
 ISSUING_CERT = "issuing.crt"
@@ -45,7 +47,7 @@ LEAF_DAYS = 5 * 365
 _BACKDATE = dt.timedelta(hours=1)
 
 
-class CAError(Exception):
+class CAError(ProvisioningError):
     """A CA directory is missing, incomplete, or its key cannot be opened."""
 
 

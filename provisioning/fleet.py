@@ -19,7 +19,8 @@ appended, which were never written anywhere.
 
 Example::
 
-    spec = FleetSpec.for_board(endpoint, "esp32-devkitc")   # vfs 0x200000 + 2 MiB
+    board = load_board("esp32-devkitc")                    # host_tools.boards.registry
+    spec = FleetSpec.for_board(endpoint, board)            # vfs 0x200000 + 2 MiB
 
     result = provision_fleet(ca, spec, records, Path("out/batch-7"), server_ca_der)
     print(result.summary())
@@ -38,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Self
+from typing import Protocol, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -52,6 +53,7 @@ from provisioning.bundle import (
     atomic_write,
 )
 from provisioning.ca import CertificateAuthority, KeyPair, Usage, new_key
+from provisioning.errors import ProvisioningError
 from provisioning.manifest import DEFAULT_NAME_TEMPLATE, DeviceRecord
 from provisioning.store import DeviceEntry, FleetStore, StoreError
 
@@ -66,36 +68,23 @@ EXTRA_DIR = "image-files"
 _FIXED = ("endpoint", "port", "ntp_servers", "topic_prefix", "name_template", "ca_root", "board")
 
 
-class FleetError(Exception):
+class FleetError(ProvisioningError):
     """A fleet run cannot start (bad spec, or the directory belongs to another fleet)."""
 
 
-def _with_board_filesystem(spec: FleetSpec) -> FleetSpec:
-    """``spec`` with the filesystem offset and size of its board's definition filled in.
+class BoardFilesystem(Protocol):
+    """What :meth:`FleetSpec.for_board` needs of a board definition.
 
-    Raises:
-        FleetError: the spec gives an offset or size that is not the board's, or names a
-            board that does not load and gives no size.
+    :class:`host_tools.boards.registry.Board` is one: the caller loads the board and
+    passes it in (provisioning does not read board files).
     """
-    if not spec.board:
-        return spec
-    from host_tools.boards.registry import load_board
-    from host_tools.errors import UserError
 
-    try:
-        board = load_board(spec.board)
-    except UserError as exc:
-        if spec.partition_size > 0:
-            return spec  # a board file we cannot read here; the caller gave the layout
-        raise FleetError(f"board {spec.board}: {exc}") from exc
-    size, offset = board.filesystem_size(), board.filesystem_offset()
-    if (spec.partition_size or size, spec.fs_offset or offset) != (size, offset):
-        raise FleetError(
-            f"filesystem 0x{spec.fs_offset:x}+0x{spec.partition_size:x} is not board "
-            f"{board.id}'s (vfs 0x{offset:x}+0x{size:x}); leave partition_size and fs_offset "
-            "out to take the board's"
-        )
-    return replace(spec, partition_size=size, fs_offset=offset)
+    @property
+    def id(self) -> str: ...
+
+    def filesystem_offset(self) -> int: ...
+
+    def filesystem_size(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -110,9 +99,10 @@ class FleetSpec:
         target: ``aws`` or ``bench`` (informational: registration is a separate step).
         region: AWS region, when the endpoint was chosen by region.
         board: board id (``esp32-devkitc``); its ``board.json`` goes into each image.
-        partition_size: size of the board's filesystem partition, bytes. Leave it 0 to
-            take it from the board definition (its table's ``vfs``, or from v1.26 the
-            ``vfs`` MicroPython creates at boot); a value that is not the board's is refused.
+        partition_size: size of the board's filesystem partition, bytes.
+            :meth:`for_board` takes it from the board definition (its table's ``vfs``, or
+            from v1.26 the ``vfs`` MicroPython creates at boot) and refuses a value that is
+            not the board's; images need it.
         fs_offset: flash offset of that partition (where the image is flashed); same rule.
         name_template: thing naming convention (see provisioning.manifest).
         config: extra DeviceConfig fields (``keepalive_s``, ``docs_url``, ...).
@@ -131,9 +121,26 @@ class FleetSpec:
     config: dict = field(default_factory=dict)
 
     @classmethod
-    def for_board(cls, endpoint: str, board: str, **kwargs) -> Self:
-        """A spec whose filesystem offset and size come from board definition ``board``."""
-        return _with_board_filesystem(cls(endpoint=endpoint, board=board, **kwargs))
+    def for_board(cls, endpoint: str, board: BoardFilesystem, **kwargs) -> Self:
+        """A spec for ``board`` whose filesystem offset and size are the board's.
+
+        Args:
+            endpoint: the MQTT endpoint.
+            board: the board definition (``host_tools.boards.registry.load_board(id)``).
+            kwargs: other :class:`FleetSpec` fields.
+
+        Raises:
+            FleetError: ``kwargs`` give an offset or size that is not the board's.
+        """
+        spec = cls(endpoint=endpoint, board=board.id, **kwargs)
+        size, offset = board.filesystem_size(), board.filesystem_offset()
+        if (spec.partition_size or size, spec.fs_offset or offset) != (size, offset):
+            raise FleetError(
+                f"filesystem 0x{spec.fs_offset:x}+0x{spec.partition_size:x} is not board "
+                f"{board.id}'s (vfs 0x{offset:x}+0x{size:x}); leave partition_size and fs_offset "
+                "out to take the board's"
+            )
+        return replace(spec, partition_size=size, fs_offset=offset)
 
     def device_config(self, thing: str) -> DeviceConfig:
         return DeviceConfig(
@@ -467,7 +474,6 @@ def provision_fleet(
     for serial, why in (refused or {}).items():
         result.refused.append(why)
         result.refused_serials.add(serial)
-    spec = _with_board_filesystem(spec)
     if images and spec.partition_size <= 0:
         raise FleetError("images need the board's filesystem partition size (give a board)")
     spec_doc = dict(
@@ -577,6 +583,7 @@ def provision_fleet(
 
 
 __all__ = [
+    "BoardFilesystem",
     "FleetError",
     "FleetResult",
     "FleetSpec",

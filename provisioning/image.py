@@ -38,6 +38,8 @@ from collections.abc import Mapping
 
 from littlefs import LittleFS
 
+from provisioning.errors import ProvisioningError
+
 BLOCK_SIZE = 4096
 # MicroPython's VfsLfs2 defaults (extmod/vfs_lfs.c, extmod/vfs_lfsx.c).
 READ_SIZE = 32
@@ -49,7 +51,7 @@ NAME_MAX = 255
 DISK_VERSION = 0x00020000
 
 
-class ImageError(ValueError):
+class ImageError(ProvisioningError, ValueError):
     """The files do not fit, or the partition cannot hold a littlefs filesystem."""
 
 

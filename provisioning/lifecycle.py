@@ -33,11 +33,12 @@ from cryptography.hazmat.primitives import serialization
 
 from provisioning.bundle import CERT_FILE, KEY_FILE, atomic_write
 from provisioning.ca import CertificateAuthority, KeyPair, Usage, new_key
+from provisioning.errors import ProvisioningError
 from provisioning.revocation import RevocationList, Revoked, fingerprint
 from provisioning.store import FleetStore
 
 
-class LifecycleError(Exception):
+class LifecycleError(ProvisioningError):
     """A revocation or rotation cannot be done (unknown thing, not confirmed, ...)."""
 
 

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from provisioning.bundle import THING_NAME_RE
+from provisioning.errors import ProvisioningError
 
 DEFAULT_NAME_TEMPLATE = "{model}-{serial}"
 FIELDS = ("serial", "mac", "model", "hw_rev", "mfg_date")
@@ -50,7 +51,7 @@ _TEXT_RE = re.compile(r"^[\x20-\x7e]{1,64}$")
 _SHOWN = 5
 
 
-class ManifestError(ValueError):
+class ManifestError(ProvisioningError, ValueError):
     """The manifest cannot be used; ``problems`` lists each bad record (one line each).
 
     Attributes:

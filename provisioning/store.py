@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 
 from provisioning.bundle import atomic_write
 from provisioning.ca import KeyPair
+from provisioning.errors import ProvisioningError
 
 LEDGER = "identities.jsonl"
 FLEET_FILE = "fleet.json"
@@ -55,7 +56,7 @@ MANIFEST_COLUMNS = (
 )
 
 
-class StoreError(Exception):
+class StoreError(ProvisioningError):
     """The output directory cannot be used (locked, made for another fleet, corrupt)."""
 
 

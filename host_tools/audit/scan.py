@@ -97,8 +97,13 @@ def shown(path: Path) -> str:
 
 
 def _rel(path: Path, root: Path) -> str | None:
+    """``path`` relative to ``root``; a relative path is taken from the working
+    directory if it exists there, else from the repository (audit runs from anywhere)."""
+    p = Path(path)
+    if not p.is_absolute():
+        p = Path.cwd() / p if (Path.cwd() / p).exists() else REPO / p
     try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+        return p.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return None
 

@@ -170,7 +170,8 @@ class Fleet:
 
     def _provision(self, count: int, interval_s: int, config: dict) -> list[str]:
         """Identities from the provisioning toolkit, registered on the bench."""
-        from provisioning.bench_registry import register_things
+        from host_tools.bench.registry import register_things
+        from host_tools.boards.registry import load_board
         from provisioning.fleet import FleetError, FleetSpec, provision_fleet
         from provisioning.manifest import assign_names, generated_records
         from provisioning.store import FleetStore
@@ -179,13 +180,13 @@ class Fleet:
         records, bad = assign_names(generated_records(count, "sim", "SIM"), NAME_TEMPLATE)
         if bad:
             raise UserError(str(bad))
-        spec = FleetSpec(
-            endpoint="localhost",
+        spec = FleetSpec.for_board(
+            "localhost",
+            load_board("sim"),
             port=b.port,
             ntp_servers=(f"127.0.0.1:{b.ntp_port}",),
             topic_prefix=b.topic_prefix,
             target="bench",
-            board="sim",
             name_template=NAME_TEMPLATE,
             config={"telemetry_interval_s": interval_s, **config},
         )
@@ -321,7 +322,7 @@ class Fleet:
             self.bench.down()
             last["bench"]["up"] = False
         elif self.bench.is_up() and st.get("things"):
-            from provisioning.bench_registry import unregister_things
+            from host_tools.bench.registry import unregister_things
 
             unregister_things(self.bench, st["things"])
         st.pop("observer_pid", None)

@@ -50,7 +50,11 @@ POWER_ON_TIME = "2000-01-01 00:00:00"
 # .mpy files in the filesystem (a stock ESP32 image: no ROMFS), App #1 + App #2 run at
 # 128 KiB on this 64-bit port; at 112 KiB App #2 runs out of memory in its first
 # sessions (measured with benchmarks/heap_peak; the 32-bit figures are in docs/memory).
-DEFAULT_HEAP = "128k"
+# The default is sized for an update, not only for the apps: receiving and verifying a
+# bundle needs 224 KiB on this port (hil_tests/test_ota.py HEAP). An ESP32 without PSRAM
+# grows its heap from 56 KiB to ~109 KiB, about 218 KiB of 64-bit objects: a default kit
+# plays that whole heap and takes an update as a board does.
+DEFAULT_HEAP = "224k"
 # A bytes object of n bytes takes n + this in the unix port's GC heap (header, rounding).
 ROMFS_BLOCK_OVERHEAD = 256
 # Files of firmware/ that are host-side only.
@@ -300,6 +304,7 @@ class SimKit:
             "TK_SIM_BOARD": str(self.board_file),
             "TK_SIM_HEAP_RESERVED": str(self._reserved()),
             "TK_SIM_PARTS": str(self.root),
+            "TK_SIM_WDT": str(self.root / "wdt"),
         }
 
     def micropypath(self) -> str:
@@ -362,6 +367,23 @@ class SimKit:
         (self.root / "sim_hw_bytes").write_text(str(n))
         return n
 
+    # The kit's reset circuit, in the shell loop that runs the firmware: ``run CMD...``
+    # starts the firmware and, while it runs, watches its watchdog file ($TK_SIM_WDT:
+    # "timeout_s count", rewritten as the firmware feeds it). A count that stands still
+    # for timeout_s seconds gets the firmware killed, as machine.WDT resets an ESP32;
+    # the loop then starts it again with reset cause "watchdog". Status 75 is a reboot
+    # the firmware asked for (machine.reset()): a soft reset.
+    _RESET_CIRCUIT = (
+        'run() { rm -f "$TK_SIM_WDT"; "$@" & p=$!; last=; n=0; wdt=; '
+        "while kill -0 $p 2>/dev/null; do sleep 1; "
+        'set -- $(cat "$TK_SIM_WDT" 2>/dev/null); '
+        'if [ -n "$2" ] && [ "$2" = "$last" ]; then n=$((n + 1)); else n=0; last=$2; fi; '
+        'if [ -n "$1" ] && [ $n -ge "$1" ]; then kill -9 $p; wdt=1; fi; done; '
+        'wait $p; rc=$?; if [ -n "$wdt" ]; then '
+        'echo "--- watchdog reset (not fed for $n s) ---"; export TK_SIM_RESET=watchdog; '
+        "return 0; fi; [ $rc -eq 75 ] || exit $rc; export TK_SIM_RESET=soft; }; "
+    )
+
     def _argv(self) -> list[str]:
         from host_tools.kit.app_partition import prepare
 
@@ -372,9 +394,9 @@ class SimKit:
         if not self.romfs_image.exists():
             # Code in the filesystem: the heap cap is the budget plus what the sim's
             # hardware and port cost (reserved); status 75 is a reboot, as below.
-            loop = (
-                'while :; do "$1" "$3" || exit $?; "$1" -X heapsize=$2 main.py; rc=$?; '
-                "[ $rc -eq 75 ] || exit $rc; export TK_SIM_RESET=soft; done"
+            loop = self._RESET_CIRCUIT + (
+                'mp=$1; heap=$2; boot=$3; while :; do "$mp" "$boot" || exit $?; '
+                'run "$mp" -X heapsize=$heap main.py; done'
             )
             heap = str(self.heap_bytes() + self._reserved())
             return ["/bin/sh", "-c", loop, "kit", mp, heap, boot]
@@ -385,11 +407,11 @@ class SimKit:
         # the RTC kept (a soft reset). power_off kills the loop and the firmware together
         # (one process group).
         hw = self._reserved() - self._image_bytes() - ROMFS_BLOCK_OVERHEAD
-        loop = (
-            'while :; do "$3" "$7" || exit $?; '
-            'r=$(($(stat -c %s "$1") + $2)); export TK_SIM_HEAP_RESERVED=$r; '
-            '"$3" -X heapsize=$(($4 + r)) "$5" "$1" "$6"; rc=$?; '
-            "[ $rc -eq 75 ] || exit $rc; export TK_SIM_RESET=soft; done"
+        loop = self._RESET_CIRCUIT + (
+            "img=$1; extra=$2; mp=$3; heap=$4; rom=$5; flash=$6; boot=$7; "
+            'while :; do "$mp" "$boot" || exit $?; '
+            'r=$(($(stat -c %s "$img") + extra)); export TK_SIM_HEAP_RESERVED=$r; '
+            'run "$mp" -X heapsize=$((heap + r)) "$rom" "$img" "$flash"; done'
         )
         return [
             "/bin/sh",

@@ -28,10 +28,14 @@ def _csv(text: str) -> list[str]:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     path = args.key or keys.default_key_path()
-    key = keys.generate_key(path, overwrite=args.force)
+    kept = Path(path).exists() and not args.force
+    # An existing key is kept (kits made by `kit create` already trust it): a new one
+    # would orphan them, so only --force replaces it.
+    key = keys.open_or_create(path) if kept else keys.generate_key(path, overwrite=args.force)
     pub = keys.public_der(key)
     print(
-        f"signing key {path} (0600, keep it on this host); public key "
+        f"signing key {path} ({'kept: it exists; --force replaces it' if kept else 'new'}, "
+        f"0600, keep it on this host); public key "
         f"{keys.pubkey_path(path)} ({len(pub)} bytes, key_id {keys.key_id(pub)})"
     )
     return 0
@@ -135,7 +139,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         data = Path(args.file).read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read bundle {args.file}", exc.strerror or str(exc)) from exc
-    pub = keys.load_public(args.pubkey) if args.pubkey else None
+    default = keys.pubkey_path(keys.default_key_path())  # the workspace's key, if made
+    path = args.pubkey or (default if default.exists() else None)
+    pub = keys.load_public(path) if path else None
     report = bundle.inspect(data, pub, where=str(args.file))
     print(json.dumps(report, indent=1) if args.json else _human(report, args.file))
     return 0 if report["ok"] else 1
@@ -179,6 +185,10 @@ def register(ota: argparse._SubParsersAction) -> None:
 
     sp = ota.add_parser("inspect", help="show a bundle's manifest, sizes and checks")
     sp.add_argument("file", type=Path)
-    sp.add_argument("--pubkey", type=Path, help="public key (DER/PEM) or private key PEM")
+    sp.add_argument(
+        "--pubkey",
+        type=Path,
+        help="public key (DER/PEM) or private key PEM (default: the workspace key, if any)",
+    )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_inspect)

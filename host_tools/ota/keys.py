@@ -36,8 +36,13 @@ def default_key_path() -> Path:
 
 
 def bench_key_path(bench_root: Path) -> Path:
-    """The signing key of one bench (its kits are provisioned with its public half)."""
-    return Path(bench_root) / "ota" / KEY_NAME
+    """The workspace's signing key for a bench: ``<bench_root>/../ota/signing-key.pem``.
+
+    One key per workspace: kits made on the bench (``kit create``), ``ota sign`` and
+    ``validate`` all use it. For the default bench (``$THINGKIT_HOME/bench``) this is
+    :func:`default_key_path`, the key ``thingkit ota keygen`` makes.
+    """
+    return Path(bench_root).parent / "ota" / KEY_NAME
 
 
 def pubkey_path(key_path: Path) -> Path:

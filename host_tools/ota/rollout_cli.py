@@ -53,7 +53,59 @@ def _targets(values: list[str]) -> list[str]:
     return [t.strip() for v in values for t in v.split(",") if t.strip()]
 
 
+def _check_bundle(args: argparse.Namespace) -> None:
+    """Refuse a bundle that ``ota inspect`` calls invalid (signature, payload)."""
+    from host_tools.ota import bundle, keys
+
+    try:
+        data = Path(args.bundle).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read bundle {args.bundle}", exc.strerror or str(exc)) from exc
+    pub = None
+    if args.target == "bench":  # the workspace key the bench's kits trust
+        pem = keys.bench_key_path(_bench(args).layout.root)
+        pub = keys.public_der(keys.load_key(pem)) if pem.exists() else None
+    report = bundle.inspect(data, pub, where=str(args.bundle))
+    sig = report["signature"]
+    if report["ok"] or (args.allow_unsigned and sig == "unsigned" and report["payload_ok"]):
+        return
+    why = [] if report["payload_ok"] else list(report["payload_problems"])
+    if sig not in ("valid", "not_checked") and not (args.allow_unsigned and sig == "unsigned"):
+        why.append(f"signature {sig}" + (f" (the kits trust {keys.key_id(pub)})" if pub else ""))
+    raise UserError(
+        f"{args.bundle} would fail on its targets: {'; '.join(why)}",
+        where=f"thingkit ota inspect {args.bundle}",
+    )
+
+
+def _check_boards(args: argparse.Namespace, plan: rollout.Plan) -> None:
+    """Refuse a bundle whose boards leave out a bench kit it targets (the kit would refuse
+    it as wrong_board). Things with no virtual kit here are not checked."""
+    if args.target != "bench":
+        return
+    from host_tools.ota import bundle
+
+    boards = bundle.parse(Path(args.bundle).read_bytes()).manifest["boards"]
+    kits = _bench(args).layout.root.parent / "kits"  # where `thingkit kit create` puts kits
+    wrong = []
+    for thing in plan.things:
+        try:
+            board = json.loads((kits / thing / "flash" / "board.json").read_text())["id"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if board not in boards:
+            wrong.append(f"{thing} is {board}")
+    if wrong:
+        raise UserError(
+            f"{args.bundle} would fail on its targets: for boards {','.join(boards)}, but "
+            + ", ".join(wrong[:5])
+            + (f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""),
+            where="thingkit ota build --boards",
+        )
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
+    _check_bundle(args)
     backend = _backend(args)
     try:
         plan = rollout.make_plan(
@@ -67,6 +119,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             canary_timeout_s=args.canary_timeout,
             allow_unsigned=args.allow_unsigned,
         )
+        _check_boards(args, plan)
         if args.dry_run:
             shown = plan.to_dict()
             if isinstance(backend, rollout.AwsBackend):
@@ -112,9 +165,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = rollout.status(args.job, backend)
     finally:
         backend.close()
+    # Exit 1 when a device failed: a script must not read a failed rollout as done.
+    failed = sum(r["status"] in rollout.FAILED_STATES for r in rows)
     if args.json:
         print(json.dumps(rows, indent=1))
-        return 0
+        return 1 if failed else 0
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -122,7 +177,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{r['thing']:<24} {r['stage']:<7} {r['status']:<12} {details}")
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     print(f"{args.job}: {len(rows)} devices: {summary}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 def _common(sp: argparse.ArgumentParser) -> None:
@@ -158,7 +213,9 @@ def register(ota: argparse._SubParsersAction) -> None:
     _common(sp)
     sp.set_defaults(func=cmd_deploy)
 
-    sp = ota.add_parser("status", help="per-device status of a deployment")
+    sp = ota.add_parser(
+        "status", help="per-device status of a deployment (exit 1 if any device failed)"
+    )
     sp.add_argument("job", help="deployment (job) id")
     _common(sp)
     sp.set_defaults(func=cmd_status)

@@ -227,7 +227,9 @@ def test_thing_name_of_64_chars_is_accepted(mpy):
     assert load(mpy, with_change("thing_name", "k" * 64))["ok"]["thing_name"] == "k" * 64
 
 
-CREDENTIAL = "a credential other than the TLS certificate; only certificates are accepted (Appendix B)"
+CREDENTIAL = (
+    "a credential other than the TLS certificate; only certificates are accepted (Appendix B)"
+)
 
 
 @pytest.mark.parametrize(

@@ -667,4 +667,4 @@ def test_mcu_temperature_reading_follows_the_chip(chip, reading, problem) -> Non
     data["components"][0]["readings"] = {reading: {"unit": "raw", "range": [0, 255]}}
     issues = schema.check_data(data, Issues("planted.json"))
     found = [i.message for i in issues.errors if "mcu_temp" in i.where]
-    assert (found[0].startswith(problem) if problem else found == []), found
+    assert found[0].startswith(problem) if problem else found == [], found

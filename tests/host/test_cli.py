@@ -359,3 +359,24 @@ def test_version_option_prints_the_installed_version(capsys) -> None:
     assert exc.value.code == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"thingkit {version('thingkit')}")
+
+
+def test_a_provisioning_error_is_one_line_without_traceback(tmp_path, capsys) -> None:
+    # Every provisioning error class shares one base, handled once at the top of the CLI.
+    from provisioning import bundle, ca, fleet, image, lifecycle, manifest, store
+    from provisioning.errors import ProvisioningError
+
+    for cls in (
+        bundle.BundleError,
+        ca.CAError,
+        fleet.FleetError,
+        image.ImageError,
+        lifecycle.LifecycleError,
+        manifest.ManifestError,
+        store.StoreError,
+    ):
+        assert issubclass(cls, ProvisioningError), cls
+    rc = cli.main(["provision", "--manifest", str(tmp_path / "missing.csv"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.startswith("thingkit: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -16,13 +16,13 @@ import pytest
 from host_tools import provision_cli
 from host_tools.bench import clients
 from host_tools.bench.bench import Bench
-from host_tools.errors import UserError
-from provisioning.bench_registry import (
+from host_tools.bench.registry import (
     crl_path,
     register_things,
     reuse_report,
     unregister_things,
 )
+from host_tools.errors import UserError
 from provisioning.store import FleetStore
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")

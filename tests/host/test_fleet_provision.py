@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from host_tools import provision_cli
+from host_tools.boards.registry import load_board
 from host_tools.errors import UserError
 from host_tools.paths import FIRMWARE
 from provisioning import fleet as fleet_mod
@@ -30,7 +31,7 @@ from provisioning.store import LEDGER, FleetStore
 # at boot after 'factory' (0x200000) to the end of the 4 MB flash; v1.24/v1.25 have the
 # same vfs in their partitions-4MiB.csv. The spec takes both from the board definition.
 PART = 0x200000
-SPEC = FleetSpec.for_board("abc-ats.iot.eu-west-1.amazonaws.com", "esp32-devkitc")
+SPEC = FleetSpec.for_board("abc-ats.iot.eu-west-1.amazonaws.com", load_board("esp32-devkitc"))
 
 
 @pytest.fixture(scope="module")
@@ -170,17 +171,18 @@ def test_other_fleet_settings_are_refused(ca: CertificateAuthority, tmp_path: Pa
         provision_fleet(ca, SPEC, _recs(1), tmp_path / "out", ca.root_der, jobs=1)
 
 
-def test_filesystem_layout_comes_from_the_board(ca: CertificateAuthority, tmp_path: Path) -> None:
+def test_filesystem_layout_comes_from_the_board() -> None:
     assert (SPEC.fs_offset, SPEC.partition_size) == (0x200000, PART)
-    ota = FleetSpec.for_board("h", "esp32-devkitc-ota")  # -OTA image: vfs after ota_1
+    # -OTA image: vfs after ota_1
+    ota = FleetSpec.for_board("h", load_board("esp32-devkitc-ota"))
     assert (ota.fs_offset, ota.partition_size) == (0x310000, 0xF0000)
-    core2 = FleetSpec.for_board("h", "m5stack-core2")  # 16 MB flash: the rest after factory
+    # 16 MB flash: the rest after factory
+    core2 = FleetSpec.for_board("h", load_board("m5stack-core2"))
     assert (core2.fs_offset, core2.partition_size) == (0x200000, 0xE00000)
     # thingkit's old custom layout is refused: the image would land inside the stock vfs.
-    old = FleetSpec(endpoint="h", board="esp32-devkitc", partition_size=0xE0000, fs_offset=0x320000)
+    devkitc = load_board("esp32-devkitc")
     with pytest.raises(FleetError, match=r"0x320000\+0xe0000 is not board esp32-devkitc's"):
-        provision_fleet(ca, old, _recs(1), tmp_path / "out", ca.root_der, jobs=1)
-    assert not (tmp_path / "out").exists()
+        FleetSpec.for_board("h", devkitc, partition_size=0xE0000, fs_offset=0x320000)
 
 
 MOUNT = r"""
@@ -305,9 +307,8 @@ def test_cli_count_dry_run_then_real(cli_ca: Path, tmp_path: Path, capsys) -> No
     out = tmp_path / "fleet"
     rc, o, _ = _run(capsys, *_aws_provision(out, cli_ca, "--count", "5", "--dry-run"))
     assert rc == 0 and "would issue 5 identities" in o and not out.exists()
+    # Issuing on this host is local and resumable: no question, with or without a terminal.
     rc, o, err = _run(capsys, *_aws_provision(out, cli_ca, "--count", "5"))
-    assert rc == 1 and "without confirmation" in err and "add --yes" in err  # not a terminal
-    rc, o, err = _run(capsys, *_aws_provision(out, cli_ca, "--count", "5", "--yes"))
     assert rc == 0, err
     assert "provisioned 5 devices (5 issued, 0 refused)" in o and "identities/s" in o
     assert "write-flash 0x200000" in o
@@ -316,6 +317,8 @@ def test_cli_count_dry_run_then_real(cli_ca: Path, tmp_path: Path, capsys) -> No
 
 
 def test_cli_ca_show_and_rotate(cli_ca: Path, capsys) -> None:
+    rc, _, err = _run(capsys, "ca", "rotate-intermediate", "--dir", str(cli_ca))
+    assert rc == 1 and "without confirmation" in err and "add --yes" in err  # not a terminal
     rc, o, _ = _run(capsys, "ca", "show", "--dir", str(cli_ca), "--json")
     doc = json.loads(o)
     assert rc == 0 and doc["keys_encrypted"] and "CN=CLI Issuing CA 1" in doc["issuing"]["subject"]

@@ -8,6 +8,7 @@ import argparse
 import base64
 import hashlib
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -304,6 +305,54 @@ def test_cli_dry_run_and_status(bench: Bench, tmp_path: Path, signed_bundle: Pat
         assert rc == 1 and "unknown target" in out
     finally:
         dev.close()
+
+
+def test_cli_deploy_refuses_invalid_bundle_and_status_reports_failure(
+    bench: Bench, tmp_path: Path, signed_bundle: Path, capsys
+) -> None:
+    """`ota deploy` and its --dry-run refuse what `ota inspect` calls invalid (signed by a key
+    the bench's kits do not trust, payload not matching the manifest); `ota status` exits 1
+    once a device failed."""
+    ws_key = keys.bench_key_path(bench.layout.root)  # the workspace key the kits trust
+    assert not ws_key.exists()
+    key = keys.open_or_create(ws_key)
+    dev = DeviceSession.create(bench, "cli-2", tmp_path)
+    root = ["--bench-root", str(bench.layout.root)]
+    deploy = ["ota", "deploy", "--to", "cli-2", *root]
+    try:
+        for extra in (["--dry-run"], []):
+            rc, out = _cli(capsys, *deploy, "--bundle", str(signed_bundle), *extra)
+            assert rc == 1 and "would fail on its targets: signature wrong_key" in out, out
+        good = bundle.sign(
+            bundle.build({"tk/a.mpy": b"\x4d" * 500}, version="1.3.0", boards=["sim"]), key
+        )
+        bad = tmp_path / "bad.tkota"
+        bad.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # signature valid, payload changed
+        rc, out = _cli(capsys, *deploy, "--bundle", str(bad), "--dry-run")
+        assert rc == 1 and "would fail on its targets" in out and "signature" not in out, out
+        ok = tmp_path / "ok.tkota"
+        ok.write_bytes(good)
+        kit = bench.layout.root.parent / "kits" / "cli-2"  # as `kit create` lays a kit out
+        (kit / "flash").mkdir(parents=True)
+        (kit / "flash" / "board.json").write_text('{"id": "esp32-devkitc"}')
+        rc, out = _cli(capsys, *deploy, "--bundle", str(ok), "--dry-run")
+        shutil.rmtree(kit)
+        assert rc == 1 and "for boards sim, but cli-2 is esp32-devkitc" in out, out
+        rc, out = _cli(capsys, *deploy, "--bundle", str(ok), "--job-id", "ota-fails")
+        assert rc == 0 and "deployed" in out, out
+        rc, _ = _cli(capsys, "ota", "status", "ota-fails", *root)
+        assert rc == 0  # queued: nothing failed yet
+        _, doc = dev.jobs("start-next")
+        ex = doc["execution"]
+        dev.jobs("update", ex["jobId"], status="FAILED", statusDetails={"reason": "selftest"},
+                 expectedVersion=ex["versionNumber"])  # fmt: skip
+        for extra in ([], ["--json"]):
+            rc, out = _cli(capsys, "ota", "status", "ota-fails", *root, *extra)
+            assert rc == 1 and "FAILED" in out, out
+    finally:
+        dev.close()
+        ws_key.unlink()
+        keys.pubkey_path(ws_key).unlink()
 
 
 # -- AWS through moto ---------------------------------------------------------------------

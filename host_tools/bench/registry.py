@@ -1,7 +1,8 @@
 """Fleet operations on the local bench: bulk registration, CRL, revocation, reuse report.
 
-These work on a :class:`host_tools.bench.bench.Bench` through its files and public
-methods only:
+Bench registration belongs to the bench: these use :mod:`provisioning` (the CA and its
+revocation list), never the reverse. They work on a :class:`~host_tools.bench.bench.Bench`
+through its files and public methods only:
 
 - :func:`register_things` writes ``things.json`` and the ACL once for any number of things
   and asks mosquitto to re-read the ACL (SIGHUP), where ``Bench.register`` does one thing
