@@ -9,7 +9,8 @@ import machine
 import network
 import binascii
 
-from tk import clock, watchdog
+from tk import clock
+from tk import watchdog as wdt  # not `watchdog`: this module's watchdog() is the board API
 from tk.log import Logger
 
 NAME = "esp32"
@@ -38,7 +39,7 @@ def network_up(cfg, timeout_ms=30000):
         wlan.connect(ssid, wifi.get("psk", ""))
         t0 = time.ticks_ms()
         while not wlan.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
-            watchdog.feed()  # waiting for the access point is progress
+            wdt.feed()  # waiting for the access point is progress
             time.sleep_ms(200)
         if wlan.isconnected():
             _log.info("wifi up: %s", wlan.ifconfig()[0])

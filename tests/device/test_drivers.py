@@ -951,3 +951,44 @@ def test_esp32_reports_the_idf_heap_that_tls_uses(mpy):
         prelude=ESP32_FAKES,
     )
     assert r == {"heap": [69000, 31000], "none": None}
+
+
+def test_esp32_wifi_wait_feeds_the_watchdog(mpy):
+    # hal.esp32.network_up polls the access point; each poll feeds the watchdog, through
+    # tk.watchdog (the board module's own watchdog() is the board API, not that module).
+    r = mpy.one(
+        """
+        for i, name in enumerate(("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET",
+                                  "SOFT_RESET")):
+            setattr(Machine, name, i)
+        class Wlan:
+            polls = 0
+            def __init__(self, *a): pass
+            def active(self, on): pass
+            def connect(self, ssid, psk): pass
+            def isconnected(self):
+                Wlan.polls += 1
+                return Wlan.polls > 3
+            def ifconfig(self): return ("10.0.0.2",)
+        class Network:
+            STA_IF = 0
+            WLAN = Wlan
+        sys.modules["network"] = Network
+        class Wdt:
+            feeds = 0
+            def __init__(self, timeout=0):
+                self.timeout = timeout
+            def feed(self):
+                Wdt.feeds += 1
+        Machine.WDT = Wdt
+        from hal import esp32 as board
+        from tk import watchdog
+        watchdog.start(board, 30000)
+        class Cfg:
+            wifi = {"ssid": "lab", "psk": "x"}
+        ok = board.network_up(Cfg)
+        out({"ok": ok, "feeds": Wdt.feeds})
+    """,
+        prelude=ESP32_FAKES,
+    )
+    assert r["ok"] is True and r["feeds"] >= 2, r
