@@ -22,12 +22,18 @@ WDT_S = 10
 RESET = "--- watchdog reset"
 
 
-@pytest.mark.hil_timeout(120)
-def test_a_hung_main_loop_is_reset_by_the_watchdog(bench, make_kit, observer):
+def _online(bench, make_kit, observer):
+    """A kit reading App #2 every second with a WDT_S watchdog, once it is online."""
     kit = make_kit(bench, telemetry_interval_s=1, watchdog_s=WDT_S)
     kit.power_on()
     t0 = time.time()
     assert wait_connected(observer, kit.thing, True, 30, since=t0), kit.kit.console()
+    return kit
+
+
+@pytest.mark.hil_timeout(120)
+def test_a_hung_main_loop_is_reset_by_the_watchdog(bench, make_kit, observer):
+    kit = _online(bench, make_kit, observer)
     time.sleep(2)  # a few intervals in which the watchdog is fed
     assert RESET not in kit.kit.console(since_boot=False)
 
@@ -52,10 +58,7 @@ def test_a_hung_main_loop_is_reset_by_the_watchdog(bench, make_kit, observer):
 def test_a_busy_but_healthy_kit_is_never_reset(bench, make_kit, observer):
     # The control: the same time-out, readings every second, a session that works:
     # 25 s (2.5 time-outs) without a reset.
-    kit = make_kit(bench, telemetry_interval_s=1, watchdog_s=WDT_S)
-    kit.power_on()
-    t0 = time.time()
-    assert wait_connected(observer, kit.thing, True, 30, since=t0), kit.kit.console()
+    kit = _online(bench, make_kit, observer)
     time.sleep(2.5 * WDT_S)
     con = kit.kit.console(since_boot=False)
     assert RESET not in con and con.count("I main: thingkit") == 1, con[-1500:]
