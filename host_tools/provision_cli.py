@@ -888,7 +888,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--count", type=int, help="this many devices, serials generated")
     src.add_argument("--manifest", type=Path, help="the manufacturer's allow list (CSV or JSON)")
-    sp.add_argument("--out", type=Path, help="fleet directory (default .thingkit/fleet)")
+    sp.add_argument(
+        "--fleet", type=Path, dest="out", help="fleet directory (default .thingkit/fleet)"
+    )
+    sp.add_argument("--out", type=Path, dest="out", help=argparse.SUPPRESS)  # earlier name
     sp.add_argument(
         "--target",
         choices=["aws", "bench"],

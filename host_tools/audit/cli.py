@@ -1,6 +1,6 @@
 """``thingkit audit``: the Appendix B gate over the repository, kits and fleets.
 
-Wire it into the main parser with ``register(subparsers)``. Exit status 0 when nothing
+Listed in ``COMMANDS`` (host_tools/cli/table.py). Exit status 0 when nothing
 is found, 1 with findings (one ``path:line: rule: message`` line each).
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from host_tools.audit.rules import RULES
 from host_tools.audit.scan import DEFAULT_PATHS, audit
+from host_tools.cli.table import JSON, Command, arg, build
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -38,37 +39,46 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``audit`` to a parser's subcommands; returns the ``audit`` parser."""
-    rules = "; ".join(f"{r} ({c})" for r, (c, _) in RULES.items())
-    p = subparsers.add_parser(
+def _description() -> str:
+    return "Rules: " + "; ".join(f"{r} ({c})" for r, (c, _) in RULES.items()) + "."
+
+
+COMMANDS = (
+    Command(
         "audit",
-        help="check files, kits and fleets for Appendix B violations",
-        description=f"Rules: {rules}.",
-    )
-    p.add_argument(
-        "paths",
-        nargs="*",
-        type=Path,
-        help=f"files or directories (default: {', '.join(DEFAULT_PATHS)} of the repository, "
-        "and the whole repository for private keys)",
-    )
-    p.add_argument(
-        "--fleet",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="DIR",
-        help="device filesystems to check (kit flash dirs, provisioned bundles): "
-        "credential fields and certificate reuse; repeatable",
-    )
-    p.add_argument("--allowlist", type=Path, help="allow-list file (default: the repository's)")
-    p.add_argument("--json", action="store_true", help="machine-readable report")
-    p.add_argument(
-        "--show-excused",
-        dest="verbose_excused",
-        action="store_true",
-        help="also print what the allow-list excuses, with its reason",
-    )
-    p.set_defaults(func=cmd_audit)
-    return p
+        cmd_audit,
+        "check files, kits and fleets for Appendix B violations",
+        (
+            arg(
+                "paths",
+                nargs="*",
+                type=Path,
+                help=f"files or directories (default: {', '.join(DEFAULT_PATHS)} of the "
+                "repository, and the whole repository for private keys)",
+            ),
+            arg(
+                "--fleet",
+                action="append",
+                type=Path,
+                default=[],
+                metavar="DIR",
+                help="device filesystems to check (kit flash dirs, provisioned bundles): "
+                "credential fields and certificate reuse; repeatable",
+            ),
+            arg("--allowlist", type=Path, help="allow-list file (default: the repository's)"),
+            JSON,
+            arg(
+                "--show-excused",
+                dest="verbose_excused",
+                action="store_true",
+                help="also print what the allow-list excuses, with its reason",
+            ),
+        ),
+        description=_description(),
+    ),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``audit`` to a parser (for tests of this module alone)."""
+    build(subparsers, COMMANDS, {})

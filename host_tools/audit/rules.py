@@ -224,9 +224,19 @@ class _Line:
         self.found.append(Finding(self.path, self.lineno, rule, f"{message}: {text}", text))
 
 
-def scan_line(path: str, lineno: int, line: str, docs_host: str = "") -> list[Finding]:
-    """Apply the text rules to one line, most specific rule first."""
+def scan_line(
+    path: str, lineno: int, line: str, docs_host: str = "", strict: bool = False
+) -> list[Finding]:
+    """Apply the text rules to one line, most specific rule first.
+
+    ``strict`` (code bound for a device): reserved example hosts and loopback addresses
+    are findings too; a device image has no reason to name any host at all.
+    """
     out = _Line(path, lineno)
+
+    def excused(host: str) -> bool:
+        return not strict and reserved_host(host)
+
     for rx, what in _COGNITO:
         for m in rx.finditer(line):
             out.add(m, "appb.cognito", what)
@@ -243,10 +253,10 @@ def scan_line(path: str, lineno: int, line: str, docs_host: str = "") -> list[Fi
             ipaddress.ip_address(m.group(0))
         except ValueError:
             continue  # 999.1.2.3 is not an address
-        if not reserved_host(m.group(0)):
+        if not excused(m.group(0)):
             out.add(m, "appb.hardcoded_endpoint", "IP address written in a file (use config)")
     for m in _ENDPOINT_KEY.finditer(line):
-        if not reserved_host(m.group(1)):
+        if not excused(m.group(1)):
             out.add(m, "appb.hardcoded_endpoint", "endpoint host written in a file", 1)
     for m in _AWS_KEY_ID.finditer(line):
         out.add(m, "appb.hardcoded_credential", "AWS access key id")
@@ -266,16 +276,17 @@ def scan_line(path: str, lineno: int, line: str, docs_host: str = "") -> list[Fi
                 "appb.hardcoded_url",
                 "documentation URL written here; take it from docs/urls.toml",
             )
-        elif not reserved_host(host):
+        elif not excused(host):
             out.add(m, "appb.hardcoded_url", "direct URL written in a file (use config)")
     return out.found
 
 
-def scan_text(path: str, text: str, docs_host: str = "") -> list[Finding]:
-    """All text-rule findings of one file's content (private keys included)."""
+def scan_text(path: str, text: str, docs_host: str = "", strict: bool = False) -> list[Finding]:
+    """All text-rule findings of one file's content (private keys included); ``strict``
+    as for :func:`scan_line`."""
     found: list[Finding] = []
     for n, line in enumerate(text.splitlines(), 1):
-        found += scan_line(path, n, line, docs_host)
+        found += scan_line(path, n, line, docs_host, strict)
     found += private_keys(path, text)
     return found
 

@@ -42,7 +42,7 @@ def not_running(bench: Bench) -> UserError:
     from host_tools.paths import state_home
 
     root = bench.layout.root
-    opt = "" if root == (state_home() / "bench").resolve() else f" --root {root}"
+    opt = "" if root == (state_home() / "bench").resolve() else f" --bench-root {root}"
     return UserError("the bench is not running", f"start it with: thingkit bench up{opt}")
 
 

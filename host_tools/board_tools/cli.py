@@ -1,6 +1,6 @@
 """``thingkit flash``, ``thingkit deploy``, ``thingkit console``: real boards on serial ports.
 
-Wire into the main parser with ``register(subparsers)``. Each command is a thin wrapper
+Listed in ``COMMANDS`` (host_tools/cli/table.py). Each command is a thin wrapper
 over a library function, returns an exit status and raises ``UserError`` for faults of
 input, environment or device (printed as one line by the main CLI).
 
@@ -19,13 +19,14 @@ import re
 import sys
 from pathlib import Path
 
+from host_tools.cli.table import JSON, Command, arg, build
 from host_tools.paths import state_home
 
 
-def _board(arg: str):
+def _board(name: str):
     from host_tools.boards.registry import load_board
 
-    return load_board(arg)
+    return load_board(name)
 
 
 # -- flash -------------------------------------------------------------------------------
@@ -149,64 +150,80 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``flash``, ``deploy`` and ``console`` to the main parser's subcommands."""
-    f = sub.add_parser("flash", help="flash MicroPython to a board with esptool")
-    f.add_argument("--board", required=True, help="board id or file (thingkit boards list)")
-    f.add_argument("--port", required=True, help="serial port (pyserial URL)")
-    f.add_argument(
-        "--firmware",
-        required=True,
-        type=Path,
-        help=(
-            "the board's stock image from micropython.org (merged .bin; thingkit boards show "
-            "BOARD names it), an app .bin (with --no-erase) or an ESP-IDF build's "
-            "flasher_args.json"
+COMMANDS = (
+    Command(
+        "flash",
+        cmd_flash,
+        "flash MicroPython to a board with esptool",
+        (
+            arg("--board", required=True, help="board id or file (thingkit boards list)"),
+            arg("--port", required=True, help="serial port (pyserial URL)"),
+            arg(
+                "--firmware",
+                required=True,
+                type=Path,
+                help=(
+                    "the board's stock image from micropython.org (merged .bin; thingkit boards show "
+                    "BOARD names it), an app .bin (with --no-erase) or an ESP-IDF build's "
+                    "flasher_args.json"
+                ),
+            ),
+            arg("--baud", type=int, default=460800, help="baud rate for writing (default 460800)"),
+            arg("--no-erase", action="store_true", help="do not erase the whole flash first"),
+            arg("--no-verify", action="store_true", help="skip the MD5 verify after writing"),
+            arg("--no-reset", action="store_true", help="the board is in download mode already"),
+            arg(
+                "--force",
+                action="store_true",
+                help="write even if the image's partition table is not one the board accepts",
+            ),
+            arg("--dry-run", action="store_true", help="check and print the plan; write nothing"),
+            JSON,
         ),
-    )
-    f.add_argument(
-        "--baud", type=int, default=460800, help="baud rate for writing (default 460800)"
-    )
-    f.add_argument("--no-erase", action="store_true", help="do not erase the whole flash first")
-    f.add_argument("--no-verify", action="store_true", help="skip the MD5 verify after writing")
-    f.add_argument("--no-reset", action="store_true", help="the board is in download mode already")
-    f.add_argument(
-        "--force",
-        action="store_true",
-        help="write even if the image's partition table is not one the board accepts",
-    )
-    f.add_argument("--dry-run", action="store_true", help="check and print the plan; write nothing")
-    f.add_argument("--json", action="store_true")
-    f.set_defaults(func=cmd_flash)
+    ),
+    Command(
+        "deploy",
+        cmd_deploy,
+        "copy firmware, packages, identity and config (mpremote)",
+        (
+            arg("--board", required=True, help="board id or file"),
+            arg("--port", required=True, help="serial port (pyserial URL)"),
+            arg("--bundle", type=Path, help="device bundle: config.json and certs/ (identity)"),
+            arg("--wifi-ssid", help="Wi-Fi network (or THINGKIT_WIFI_SSID)"),
+            arg("--wifi-psk", help="Wi-Fi passphrase (or THINGKIT_WIFI_PSK)"),
+            arg(
+                "--deps",
+                choices=["pinned", "mip", "none"],
+                default="pinned",
+                help="device packages: the hash-pinned files the firmware is tested with (default), "
+                "mip install of the index's latest (its umqtt.simple takes another constructor: "
+                "for trying a newer client), or none",
+            ),
+            arg("--mip-index", default=None, help="mip index URL or local mirror directory"),
+            arg("--source", action="store_true", help="copy .py source instead of .mpy"),
+            arg("--any-platform", action="store_true", help="skip the sys.platform check"),
+            arg("--no-restart", action="store_true", help="leave the firmware stopped"),
+            arg("--baud", type=int, default=115200),
+            JSON,
+        ),
+    ),
+    Command(
+        "console",
+        cmd_console,
+        "serial monitor (with reset)",
+        (
+            arg("--port", required=True, help="serial port (pyserial URL)"),
+            arg("--baud", type=int, default=115200),
+            arg("--reset", action="store_true", help="reset the board first (RTS pulse)"),
+            arg("--until", help="stop when the output matches this regular expression"),
+            arg("--timeout", type=float, help="stop after this many seconds"),
+            arg("--log", type=Path, help="log file (default .thingkit/console/<port>.log)"),
+            arg("--quiet", action="store_true", help="only the log file and the verdict"),
+        ),
+    ),
+)
 
-    d = sub.add_parser("deploy", help="copy firmware, packages, identity and config (mpremote)")
-    d.add_argument("--board", required=True, help="board id or file")
-    d.add_argument("--port", required=True, help="serial port (pyserial URL)")
-    d.add_argument("--bundle", type=Path, help="device bundle: config.json and certs/ (identity)")
-    d.add_argument("--wifi-ssid", help="Wi-Fi network (or THINGKIT_WIFI_SSID)")
-    d.add_argument("--wifi-psk", help="Wi-Fi passphrase (or THINGKIT_WIFI_PSK)")
-    d.add_argument(
-        "--deps",
-        choices=["pinned", "mip", "none"],
-        default="pinned",
-        help="device packages: the hash-pinned files the firmware is tested with (default), "
-        "mip install of the index's latest (its umqtt.simple takes another constructor: "
-        "for trying a newer client), or none",
-    )
-    d.add_argument("--mip-index", default=None, help="mip index URL or local mirror directory")
-    d.add_argument("--source", action="store_true", help="copy .py source instead of .mpy")
-    d.add_argument("--any-platform", action="store_true", help="skip the sys.platform check")
-    d.add_argument("--no-restart", action="store_true", help="leave the firmware stopped")
-    d.add_argument("--baud", type=int, default=115200)
-    d.add_argument("--json", action="store_true")
-    d.set_defaults(func=cmd_deploy)
 
-    c = sub.add_parser("console", help="serial monitor (with reset)")
-    c.add_argument("--port", required=True, help="serial port (pyserial URL)")
-    c.add_argument("--baud", type=int, default=115200)
-    c.add_argument("--reset", action="store_true", help="reset the board first (RTS pulse)")
-    c.add_argument("--until", help="stop when the output matches this regular expression")
-    c.add_argument("--timeout", type=float, help="stop after this many seconds")
-    c.add_argument("--log", type=Path, help="log file (default .thingkit/console/<port>.log)")
-    c.add_argument("--quiet", action="store_true", help="only the log file and the verdict")
-    c.set_defaults(func=cmd_console)
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``flash``, ``deploy`` and ``console`` to a parser (for tests of this module)."""
+    build(sub, COMMANDS, {})

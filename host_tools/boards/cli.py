@@ -1,6 +1,6 @@
 """``thingkit boards``: list, show and check board definitions (boards/*.json).
 
-Wire it into the main parser with ``register(subparsers)``; each command returns an exit
+The commands are listed in ``COMMANDS`` (host_tools/cli/table.py); each returns an exit
 status and raises ``UserError`` for faults of input.
 """
 
@@ -11,6 +11,7 @@ import json
 
 from host_tools.boards import stock
 from host_tools.boards.registry import Board, check_boards, list_boards, load_board
+from host_tools.cli.table import JSON, Command, arg, build
 
 
 def _kib(n: int) -> str:
@@ -19,6 +20,9 @@ def _kib(n: int) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     rows = list_boards()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
     width = max([len(r["id"]) for r in rows] + [2])
     print(f"{'id':<{width}}  {'chip':<8} {'flash':<11} components")
     for r in rows:
@@ -140,19 +144,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if errors == 0 else 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``boards list|show|check`` to a parser's subcommands; returns the ``boards`` parser."""
-    p = subparsers.add_parser("boards", help="board definitions (boards/*.json)")
-    sub = p.add_subparsers(dest="sub", required=True)
-    sub.add_parser("list", help="every board: id, chip, flash, components").set_defaults(
-        func=cmd_list
-    )
-    sp = sub.add_parser("show", help="one board in full")
-    sp.add_argument("id", help="board id (e.g. esp32-devkitc) or path to a board file")
-    sp.add_argument("--json", action="store_true", help="print the board file as JSON")
-    sp.set_defaults(func=cmd_show)
-    sp = sub.add_parser("check", help="validate board files against the chip rules")
-    sp.add_argument("files", nargs="*", help="board files or ids (default: every board)")
-    sp.add_argument("--json", action="store_true", help="machine-readable report")
-    sp.set_defaults(func=cmd_check)
-    return p
+GROUPS = {"boards": "board definitions (boards/*.json)"}
+
+COMMANDS = (
+    Command("boards list", cmd_list, "every board: id, chip, flash, components", (JSON,)),
+    Command(
+        "boards show",
+        cmd_show,
+        "one board in full",
+        (
+            arg("id", help="board id (e.g. esp32-devkitc) or path to a board file"),
+            arg("--json", action="store_true", help="print the board file as JSON"),
+        ),
+    ),
+    Command(
+        "boards check",
+        cmd_check,
+        "validate board files against the chip rules",
+        (arg("files", nargs="*", help="board files or ids (default: every board)"), JSON),
+    ),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``boards list|show|check`` to a parser (for tests of this module alone)."""
+    build(subparsers, COMMANDS, GROUPS)

@@ -148,11 +148,13 @@ class Fleet:
             shutil.rmtree(self.root / sub, ignore_errors=True)
         self.stats_file.unlink(missing_ok=True)
         t0 = time.monotonic()
+        say(f"issuing and registering {count} identities")
         things = self._provision(count, interval_s, dict(config or {}))
         st["things"] = things
         self._save(st)
         say(f"{count} identities issued and registered in {time.monotonic() - t0:.1f} s")
         t1 = time.monotonic()
+        say(f"installing firmware on {count} kits")
         self._install(things, heap, firmware)
         say(f"firmware installed on {count} kits in {time.monotonic() - t1:.1f} s")
         st["observer_pid"], st["observer_id"] = self._start_observer(things, interval_s)
@@ -163,6 +165,7 @@ class Fleet:
         self._save(st)
         say(f"{count} kits powered on in {time.monotonic() - t2:.1f} s ({boot_rate:g}/s)")
         wait = timeout if timeout is not None else 60.0 + count / boot_rate
+        say(f"waiting up to {wait:.0f} s for {count} kits to come online")
         if self.wait_online(count, wait):
             # One telemetry interval more: the first rates and loss figures mean something.
             time.sleep(interval_s + 1)
@@ -310,12 +313,21 @@ class Fleet:
         }
 
     # -- down --------------------------------------------------------------------
-    def down(self, stop_bench: bool | None = None) -> dict:
+    def down(
+        self,
+        stop_bench: bool | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> dict:
         """Power every kit off, stop the observer (its last figures are kept) and the
-        bench if ``up`` started it (or as ``stop_bench`` says). Returns the last status."""
+        bench if ``up`` started it (or as ``stop_bench`` says). Returns the last status.
+
+        ``progress(phase, done, total)`` is called as kits are powered off."""
         st = self.state
-        for thing in st.get("things", []):
+        things = st.get("things", [])
+        for n, thing in enumerate(things, 1):
             self.kit(thing).power_off()
+            if progress:
+                progress("kits powered off", n, len(things))
         procs.stop(st.get("observer_pid"), timeout=10)
         last = self.status()
         if stop_bench if stop_bench is not None else st.get("bench_started"):

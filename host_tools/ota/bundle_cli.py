@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from host_tools.cli.output import Progress, emit
+from host_tools.cli.table import JSON, Command, arg
 from host_tools.errors import UserError
 from host_tools.ota import bundle, keys
 from host_tools.paths import FIRMWARE
@@ -33,10 +35,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     # would orphan them, so only --force replaces it.
     key = keys.open_or_create(path) if kept else keys.generate_key(path, overwrite=args.force)
     pub = keys.public_der(key)
-    print(
+    emit(
+        args,
+        {
+            "key": str(path),
+            "new": not kept,
+            "pubkey": str(keys.pubkey_path(path)),
+            "key_id": keys.key_id(pub),
+        },
         f"signing key {path} ({'kept: it exists; --force replaces it' if kept else 'new'}, "
         f"0600, keep it on this host); public key "
-        f"{keys.pubkey_path(path)} ({len(pub)} bytes, key_id {keys.key_id(pub)})"
+        f"{keys.pubkey_path(path)} ({len(pub)} bytes, key_id {keys.key_id(pub)})",
     )
     return 0
 
@@ -58,24 +67,38 @@ def cmd_build(args: argparse.Namespace) -> int:
     boards = _csv(args.boards)
     board_chips = chips_of(boards)  # also refuses unknown boards
     chips = _csv(args.chips) if args.chips else (board_chips if args.kind == "firmware" else None)
-    data = bundle.build_from_source(
-        args.source,
-        version=args.version,
-        boards=boards,
-        kind=args.kind,
-        min_version=args.min_version,
-        chips=chips,
-    )
+    with Progress(args) as progress:
+        what = "compiling" if args.kind == "app" else "checking and packing"
+        progress.step(f"{what} {args.source} into an unsigned {args.kind} bundle")
+        data = bundle.build_from_source(
+            args.source,
+            version=args.version,
+            boards=boards,
+            kind=args.kind,
+            min_version=args.min_version,
+            chips=chips,
+        )
     bundle.write_file(args.output, data)
     b = bundle.parse(data)
     rt = b.manifest.get("runtime")
     what = f"{args.kind} {b.manifest['version']}" + (
         f" ({rt['project_name']} {rt['version']}, {rt['chip']} app image)" if rt else ""
     )
-    print(
+    emit(
+        args,
+        {
+            "bundle": str(args.output),
+            "kind": args.kind,
+            "version": b.manifest["version"],
+            "boards": boards,
+            "files": len(b.manifest["files"]),
+            "payload_bytes": len(b.payload),
+            "bytes": len(data),
+            "signed": False,
+        },
         f"built {args.output}: {what} for {','.join(boards)}, "
         f"{len(b.manifest['files'])} files, payload {len(b.payload)} B, total {len(data)} B, "
-        f"unsigned, {time.monotonic() - t0:.1f} s"
+        f"unsigned, {time.monotonic() - t0:.1f} s",
     )
     return 0
 
@@ -89,7 +112,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
     signed = bundle.sign(data, key)
     bundle.write_file(args.output, signed)
     kid = keys.key_id(keys.public_der(key))
-    print(f"signed {args.output} with key_id {kid} ({len(signed)} bytes)")
+    emit(
+        args,
+        {"bundle": str(args.output), "key_id": kid, "bytes": len(signed)},
+        f"signed {args.output} with key_id {kid} ({len(signed)} bytes)",
+    )
     return 0
 
 
@@ -147,48 +174,68 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
-def register(ota: argparse._SubParsersAction) -> None:
-    """Add keygen, build, sign and inspect to the ``thingkit ota`` group."""
-    sp = ota.add_parser("keygen", help="create the ECDSA P-256 code-signing key")
-    sp.add_argument("--key", type=Path, help="private key PEM (default .thingkit/ota/)")
-    sp.add_argument("--force", action="store_true", help="replace an existing key")
-    sp.set_defaults(func=cmd_keygen)
-
-    sp = ota.add_parser("build", help="compile firmware/ into an unsigned update bundle")
-    sp.add_argument(
-        "--version",
-        help="MAJOR.MINOR.PATCH (app: required; firmware: read from the image's descriptor)",
-    )
-    sp.add_argument("--min-version", default="0.0.0", help="lowest running version allowed")
-    sp.add_argument("--boards", required=True, help="compatible board ids, comma-separated")
-    sp.add_argument("--chips", help="compatible chips (default: the boards' chips for firmware)")
-    sp.add_argument("--kind", choices=bundle.KINDS, default="app")
-    sp.add_argument(
-        "--source",
-        type=Path,
-        default=FIRMWARE,
-        help="app: the firmware tree; firmware: MicroPython's -OTA .app-bin (ESP-IDF app image)",
-    )
-    sp.add_argument("-o", "--output", type=Path, required=True)
-    sp.set_defaults(func=cmd_build)
-
-    sp = ota.add_parser("sign", help="sign a bundle with the code-signing key")
-    sp.add_argument("input", type=Path)
-    sp.add_argument(
-        "--key",
-        type=Path,
-        default=None,
-        help="private key PEM (default .thingkit/ota/signing-key.pem)",
-    )
-    sp.add_argument("-o", "--output", type=Path, required=True)
-    sp.set_defaults(func=cmd_sign)
-
-    sp = ota.add_parser("inspect", help="show a bundle's manifest, sizes and checks")
-    sp.add_argument("file", type=Path)
-    sp.add_argument(
-        "--pubkey",
-        type=Path,
-        help="public key (DER/PEM) or private key PEM (default: the workspace key, if any)",
-    )
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_inspect)
+COMMANDS = (
+    Command(
+        "ota keygen",
+        cmd_keygen,
+        "create the ECDSA P-256 code-signing key",
+        (
+            arg("--key", type=Path, help="private key PEM (default .thingkit/ota/)"),
+            arg("--force", action="store_true", help="replace an existing key"),
+            JSON,
+        ),
+    ),
+    Command(
+        "ota build",
+        cmd_build,
+        "compile firmware/ into an unsigned update bundle",
+        (
+            arg(
+                "--version",
+                help="MAJOR.MINOR.PATCH (app: required; firmware: read from the image's descriptor)",
+            ),
+            arg("--min-version", default="0.0.0", help="lowest running version allowed"),
+            arg("--boards", required=True, help="compatible board ids, comma-separated"),
+            arg("--chips", help="compatible chips (default: the boards' chips for firmware)"),
+            arg("--kind", choices=bundle.KINDS, default="app"),
+            arg(
+                "--source",
+                type=Path,
+                default=FIRMWARE,
+                help="app: the firmware tree; firmware: MicroPython's -OTA .app-bin (ESP-IDF app image)",
+            ),
+            arg("-o", "--output", type=Path, required=True),
+            JSON,
+        ),
+    ),
+    Command(
+        "ota sign",
+        cmd_sign,
+        "sign a bundle with the code-signing key",
+        (
+            arg("input", type=Path),
+            arg(
+                "--key",
+                type=Path,
+                default=None,
+                help="private key PEM (default .thingkit/ota/signing-key.pem)",
+            ),
+            arg("-o", "--output", type=Path, required=True),
+            JSON,
+        ),
+    ),
+    Command(
+        "ota inspect",
+        cmd_inspect,
+        "show a bundle's manifest, sizes and checks",
+        (
+            arg("file", type=Path),
+            arg(
+                "--pubkey",
+                type=Path,
+                help="public key (DER/PEM) or private key PEM (default: the workspace key, if any)",
+            ),
+            JSON,
+        ),
+    ),
+)

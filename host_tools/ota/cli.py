@@ -1,19 +1,12 @@
 """``thingkit ota``: build, sign and inspect update bundles; deploy them through jobs.
 
-Wired into the main parser with ``register(subparsers)``; the bundle commands live in
-``bundle_cli`` and the rollout commands in ``rollout_cli``.
+The bundle commands live in ``bundle_cli`` and the rollout commands in ``rollout_cli``;
+both are gathered here for the command table (host_tools/cli/commands.py).
 """
 
 from __future__ import annotations
 
-import argparse
+from host_tools.ota import bundle_cli, rollout_cli
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    ota = sub.add_parser("ota", help="signed update bundles and staged rollout").add_subparsers(
-        dest="sub", required=True
-    )
-    from host_tools.ota import bundle_cli, rollout_cli
-
-    bundle_cli.register(ota)
-    rollout_cli.register(ota)
+GROUPS = {"ota": "signed update bundles and staged rollout"}
+COMMANDS = (*bundle_cli.COMMANDS, *rollout_cli.COMMANDS)

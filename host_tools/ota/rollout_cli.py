@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from host_tools.cli.table import BENCH_ROOT, JSON, Command, arg
 from host_tools.errors import UserError
 from host_tools.ota import rollout
 
@@ -180,42 +181,53 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _common(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--target", choices=("bench", "aws"), default="bench")
-    sp.add_argument("--bench-root", type=Path, help="bench state directory")
-    sp.add_argument("--region", help="AWS region (--target aws)")
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
+COMMON = (
+    arg("--target", choices=("bench", "aws"), default="bench"),
+    BENCH_ROOT[0],
+    arg("--region", help="AWS region (--target aws)"),
+    JSON,
+)
 
 
-def register(ota: argparse._SubParsersAction) -> None:
-    """Add ``deploy`` and ``status`` to the ``thingkit ota`` group."""
-    sp = ota.add_parser("deploy", help="deploy a bundle through jobs (staged rollout)")
-    sp.add_argument("--bundle", type=Path, required=True, help="signed bundle file")
-    sp.add_argument(
-        "--to", action="append", required=True, help="thing or group (repeat or comma-separate)"
-    )
-    sp.add_argument("--canary", help="canary count N or share P%% (default: no canary)")
-    sp.add_argument(
-        "--abort-failure-rate",
-        type=float,
-        default=0.2,
-        help="abort when the failure rate is above this (0-1, default 0.2)",
-    )
-    sp.add_argument(
-        "--canary-timeout", type=float, default=600.0, help="seconds to wait for the canary"
-    )
-    sp.add_argument("--job-id", help="job id (default ota-<version>-<time>)")
-    sp.add_argument("--bucket", help="S3 bucket for the bundle (--target aws)")
-    sp.add_argument("--stream-role-arn", help="role AWS IoT uses to read S3 (--target aws)")
-    sp.add_argument("--max-per-minute", type=int, help="job executions rollout rate (aws)")
-    sp.add_argument("--allow-unsigned", action="store_true", help="deploy an unsigned bundle")
-    sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    _common(sp)
-    sp.set_defaults(func=cmd_deploy)
-
-    sp = ota.add_parser(
-        "status", help="per-device status of a deployment (exit 1 if any device failed)"
-    )
-    sp.add_argument("job", help="deployment (job) id")
-    _common(sp)
-    sp.set_defaults(func=cmd_status)
+COMMANDS = (
+    Command(
+        "ota deploy",
+        cmd_deploy,
+        "deploy a bundle through jobs (staged rollout)",
+        (
+            arg("--bundle", type=Path, required=True, help="signed bundle file"),
+            arg(
+                "--to",
+                action="append",
+                required=True,
+                help="thing or group (repeat or comma-separate)",
+            ),
+            arg("--canary", help="canary count N or share P%% (default: no canary)"),
+            arg(
+                "--abort-failure-rate",
+                type=float,
+                default=0.2,
+                help="abort when the failure rate is above this (0-1, default 0.2)",
+            ),
+            arg(
+                "--canary-timeout", type=float, default=600.0, help="seconds to wait for the canary"
+            ),
+            arg("--job-id", help="job id (default ota-<version>-<time>)"),
+            arg("--bucket", help="S3 bucket for the bundle (--target aws)"),
+            arg("--stream-role-arn", help="role AWS IoT uses to read S3 (--target aws)"),
+            arg("--max-per-minute", type=int, help="job executions rollout rate (aws)"),
+            arg("--allow-unsigned", action="store_true", help="deploy an unsigned bundle"),
+            arg("--dry-run", action="store_true", help="print the plan, change nothing"),
+            *COMMON,
+        ),
+    ),
+    Command(
+        "ota status",
+        cmd_status,
+        "per-device status of a deployment (exit 1 if any device failed)",
+        (
+            arg("job", help="deployment (job) id"),
+            *COMMON,
+        ),
+    ),
+)

@@ -267,7 +267,7 @@ def cli_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:
 def _aws_provision(d: Path, ca: Path, *extra: str) -> list[str]:
     return [
         "provision",
-        "--out",
+        "--fleet",
         str(d),
         "--ca",
         str(ca),

@@ -34,7 +34,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def one_error(err: str, starts: str) -> str:
     assert "Traceback" not in err
-    lines = err.splitlines()
+    lines = [ln for ln in err.splitlines() if not ln.endswith("…")]  # progress: work under way
     assert len(lines) == 1 and lines[0].startswith("thingkit: " + starts), err
     return lines[0]
 
@@ -286,7 +286,8 @@ def test_firmware_kind_refuses_anything_but_an_app_image(
     args = ("ota", "build", "--boards", "sim", "--kind", "firmware", "--source", str(source))
     rc, _, err = run(capsys, *args, "-o", str(tmp_path / "x.unsigned"))
     assert rc != 0 and expect in err, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert len([ln for ln in err.splitlines() if not ln.endswith("…")]) == 1, err
+    assert "Traceback" not in err
     assert not (tmp_path / "x.unsigned").exists()
 
 

@@ -44,13 +44,14 @@ def test_scan_findings_with_path_and_line(tmp_path: Path) -> None:
             "main.py": "print('ok')\nbroker = 'mqtts://10.0.0.1:8883'\n",
         },
     )
+    # the audit's rules, strict: one finding per piece of text, the most specific rule;
+    # an example host counts in device code
     assert scan(files, ["mybench", "localhost"]) == [
-        "main.py:2: URL: mqtts://10.0.0.1:8883",
-        "main.py:2: IPv4 address: 10.0.0.1",
-        "tk/net.py:2: URL: https://example.com/api?x=1",
-        "tk/net.py:3: AWS endpoint: a1b2c3-ats.iot.eu-west-1.amazonaws.com",
-        "tk/net.py:5: IPv4 address: 192.168.1.20",
-        "tk/net.py:6: configured value in code: mybench",
+        "main.py:2: appb.hardcoded_endpoint: IP address written in a file (use config): 10.0.0.1",
+        "tk/net.py:2: appb.hardcoded_url: direct URL written in a file (use config): https://example.com/api?x=1",
+        "tk/net.py:3: appb.hardcoded_endpoint: AWS IoT endpoint written in a file (use config): a1b2c3-ats.iot.eu-west-1.amazonaws.com",
+        "tk/net.py:5: appb.hardcoded_endpoint: IP address written in a file (use config): 192.168.1.20",
+        "tk/net.py:6: appb.configured_value: configured value in code: mybench",
     ]
 
 
@@ -66,26 +67,42 @@ def test_scan_aws_endpoint_variants(tmp_path: Path) -> None:
         },
     )
     assert scan(files, []) == [
-        "a.py:1: AWS endpoint: data.iot.cn-north-1.amazonaws.com.cn",
-        "a.py:2: AWS endpoint: XYZ-ATS.IOT.US-EAST-1.AMAZONAWS.COM",
+        "a.py:1: appb.hardcoded_endpoint: AWS IoT endpoint written in a file (use config): data.iot.cn-north-1.amazonaws.com.cn",
+        "a.py:2: appb.hardcoded_endpoint: AWS IoT endpoint written in a file (use config): XYZ-ATS.IOT.US-EAST-1.AMAZONAWS.COM",
     ]
 
 
-def test_scan_url_inside_aws_endpoint_reports_both(tmp_path: Path) -> None:
+def test_scan_url_with_aws_endpoint_is_the_endpoint(tmp_path: Path) -> None:
     files = _tree(tmp_path, {"a.py": "u = 'https://x.iot.eu-west-1.amazonaws.com:8443/mqtt'\n"})
     assert scan(files, []) == [
-        "a.py:1: URL: https://x.iot.eu-west-1.amazonaws.com:8443/mqtt",
-        "a.py:1: AWS endpoint: x.iot.eu-west-1.amazonaws.com",
+        "a.py:1: appb.hardcoded_endpoint: AWS IoT endpoint written in a file (use config): x.iot.eu-west-1.amazonaws.com"
     ]
+
+
+def test_scan_credentials_and_loopback_in_device_code(tmp_path: Path) -> None:
+    """The same rules as ``thingkit audit``: a credential in device code is found by
+    validate too; strict mode counts loopback and example hosts that audit excuses."""
+    from host_tools.audit.rules import scan_text
+
+    text = "wifi_psk = 'hunter2secret'\nBROKER = 'mqtts://localhost:8883'\n"
+    files = _tree(tmp_path, {"a.py": text})
+    assert scan(files, []) == [
+        (
+            "a.py:1: appb.hardcoded_credential: credential value written in a file: "
+            "wifi_psk = 'hunter2secret'"
+        ),
+        "a.py:2: appb.hardcoded_url: direct URL written in a file (use config): mqtts://localhost:8883",
+    ]
+    assert [f.rule for f in scan_text("a.py", text)] == ["appb.hardcoded_credential"]
 
 
 def test_scan_several_hits_on_one_line_and_each_needle(tmp_path: Path) -> None:
     files = _tree(tmp_path, {"a.py": "S = ['1.2.3.4', '5.6.7.8']  # localhost, bench\n"})
     assert scan(files, ["bench", "localhost", ""]) == [
-        "a.py:1: IPv4 address: 1.2.3.4",
-        "a.py:1: IPv4 address: 5.6.7.8",
-        "a.py:1: configured value in code: bench",
-        "a.py:1: configured value in code: localhost",
+        "a.py:1: appb.hardcoded_endpoint: IP address written in a file (use config): 1.2.3.4",
+        "a.py:1: appb.hardcoded_endpoint: IP address written in a file (use config): 5.6.7.8",
+        "a.py:1: appb.configured_value: configured value in code: bench",
+        "a.py:1: appb.configured_value: configured value in code: localhost",
     ]
 
 

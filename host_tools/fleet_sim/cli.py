@@ -1,16 +1,17 @@
 """``thingkit fleet up|status|down``: the fleet simulator on the bench.
 
-Thin wrappers over :class:`host_tools.fleet_sim.fleet.Fleet`. Wire into the main parser
-with ``register(subparsers)``.
+Thin wrappers over :class:`host_tools.fleet_sim.fleet.Fleet`, listed in ``COMMANDS``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from host_tools.cli.interrupt import on_interrupt
+from host_tools.cli.output import Progress
+from host_tools.cli.table import BENCH_ROOT, JSON, Command, arg
 from host_tools.errors import UserError
 
 
@@ -53,29 +54,25 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
     f = _fleet(args)
     t0 = time.monotonic()
 
-    def say(line: str) -> None:
-        print(f"thingkit: {line}", file=sys.stderr)
-
-    from host_tools.cli import on_interrupt
-
     on_interrupt(
         lambda: (
             f"fleet up stopped: its kits were powered off ({len(f.running())} still "
             f"running), bench {'up' if f.bench.is_up() else 'down'}; state kept in {f.root}"
         )
     )
-    try:
-        st = f.up(
-            args.count,
-            interval_s=args.interval,
-            boot_rate=args.boot_rate,
-            heap=args.heap or DEFAULT_HEAP,
-            timeout=args.timeout,
-            progress=None if args.json else say,
-        )
-    except BaseException:
-        f.down()  # leave no process behind a failed start
-        raise
+    with Progress(args) as progress:
+        try:
+            st = f.up(
+                args.count,
+                interval_s=args.interval,
+                boot_rate=args.boot_rate,
+                heap=args.heap or DEFAULT_HEAP,
+                timeout=args.timeout,
+                progress=progress.step,
+            )
+        except BaseException:
+            f.down()  # leave no process behind a failed start
+            raise
     if args.json:
         print(json.dumps(st, indent=1))
     else:
@@ -100,8 +97,6 @@ def cmd_fleet_down(args: argparse.Namespace) -> int:
     f = _fleet(args)
     if not f.state:
         raise UserError(f"no fleet in {f.root}", where="thingkit fleet up --count N")
-    from host_tools.cli import on_interrupt
-
     count = len(f.state.get("things", []))
     on_interrupt(
         lambda: (
@@ -109,7 +104,8 @@ def cmd_fleet_down(args: argparse.Namespace) -> int:
             "run `thingkit fleet down` again"
         )
     )
-    st = f.down()
+    with Progress(args) as progress:
+        st = f.down(progress=progress.advance)
     if args.json:
         print(json.dumps(st, indent=1))
     else:
@@ -118,34 +114,30 @@ def cmd_fleet_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``fleet up|status|down`` to the main parser."""
-    fleet = sub.add_parser("fleet", help="a fleet of virtual kits on the bench").add_subparsers(
-        dest="sub", required=True
-    )
-    for name, func, hlp in (
-        ("up", cmd_fleet_up, "boot N virtual kits (starts the bench if needed)"),
-        ("status", cmd_fleet_status, "online count, message rates, loss"),
-        ("down", cmd_fleet_down, "stop every kit, and the bench if `up` started it"),
-    ):
-        sp = fleet.add_parser(name, help=hlp)
-        sp.add_argument(
-            "--root", type=Path, help="fleet state directory (default .thingkit/fleetsim)"
-        )
-        sp.add_argument("--json", action="store_true")
-        sp.set_defaults(func=func)
-        if name == "up":
-            sp.add_argument("--count", type=int, required=True, help="how many kits")
-            sp.add_argument(
-                "--bench-root", type=Path, help="bench state directory (default .thingkit/bench)"
-            )
-            sp.add_argument(
-                "--interval", type=int, default=10, help="App #2 telemetry interval, s (10)"
-            )
-            sp.add_argument(
-                "--boot-rate", type=float, default=20.0, help="kits powered on per second (20)"
-            )
-            sp.add_argument("--timeout", type=float, help="wait this long for all online")
-            sp.add_argument(
-                "--heap", help="each kit's GC heap, e.g. 128k (default: the virtual kit's, 224k)"
-            )
+ROOT = arg("--root", type=Path, help="fleet simulator state directory (default .thingkit/fleetsim)")
+GROUPS = {"fleet": "a fleet of virtual kits on the bench"}
+
+COMMANDS = (
+    Command(
+        "fleet up",
+        cmd_fleet_up,
+        "boot N virtual kits (starts the bench if needed)",
+        (
+            ROOT,
+            JSON,
+            arg("--count", type=int, required=True, help="how many kits"),
+            BENCH_ROOT[0],
+            arg("--interval", type=int, default=10, help="App #2 telemetry interval, s (10)"),
+            arg("--boot-rate", type=float, default=20.0, help="kits powered on per second (20)"),
+            arg("--timeout", type=float, help="wait this long for all online"),
+            arg("--heap", help="each kit's GC heap, e.g. 128k (default: the virtual kit's, 224k)"),
+        ),
+    ),
+    Command("fleet status", cmd_fleet_status, "online count, message rates, loss", (ROOT, JSON)),
+    Command(
+        "fleet down",
+        cmd_fleet_down,
+        "stop every kit, and the bench if `up` started it",
+        (ROOT, JSON),
+    ),
+)

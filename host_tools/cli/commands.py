@@ -1,0 +1,47 @@
+"""The command table: every ``thingkit`` command, gathered from the feature modules.
+
+Each feature lists its commands in ``COMMANDS`` (see :mod:`host_tools.cli.table`); this
+module is the one place that says which features the CLI has. ``REGISTRARS`` holds the
+features that still add themselves to the parser with ``register(subparsers)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from host_tools.audit import cli as audit_cli
+from host_tools.board_tools import cli as board_tools_cli
+from host_tools.boards import cli as boards_cli
+from host_tools.cli import bench_cmds, kit_cmds, validate_cmd
+from host_tools.cli.table import Command
+from host_tools.fleet_sim import cli as fleet_cli
+from host_tools.ota import cli as ota_cli
+
+GROUPS: dict[str, str] = {
+    **bench_cmds.GROUPS,
+    **kit_cmds.GROUPS,
+    **boards_cli.GROUPS,
+    **ota_cli.GROUPS,
+    **fleet_cli.GROUPS,
+}
+
+COMMANDS: tuple[Command, ...] = (
+    *bench_cmds.COMMANDS,
+    *kit_cmds.COMMANDS,
+    *boards_cli.COMMANDS,
+    *board_tools_cli.COMMANDS,
+    *audit_cli.COMMANDS,
+    *ota_cli.COMMANDS,
+    *fleet_cli.COMMANDS,
+    *validate_cmd.COMMANDS,
+)
+
+
+def _provisioning(sub: argparse._SubParsersAction) -> None:
+    from host_tools.provision_cli import register
+
+    register(sub)
+
+
+REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_provisioning,)
