@@ -13,6 +13,10 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 [ -n "$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null)" ] || need_apt+=(faketime)
+# Debian's Chromium for the live view's browser tests (Playwright drives it; the
+# registries give the browser package, not a Playwright browser download).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)   # the docs' diagrams
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

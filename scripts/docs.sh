@@ -18,6 +18,7 @@ fi
 # WeasyPrint (the PDF renderer) loads Pango through ctypes; fonts for the text.
 need_apt=()
 ldconfig -p 2>/dev/null | grep -q 'libpango-1.0.so.0' || need_apt+=(libpango-1.0-0)
+command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)  # diagrams (sphinx.ext.graphviz)
 ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0.so.0' || need_apt+=(libpangoft2-1.0-0)
 [ -d /usr/share/fonts/truetype/dejavu ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -112,6 +112,29 @@ def test_required_content_is_there() -> None:
     assert "Updates (OTA) and rollback" in src["ota.rst"]
 
 
+def test_the_three_diagrams_are_drawn_and_shown() -> None:
+    """The bench and a kit, A/B update and rollback, manufacturing to first connect:
+    Graphviz sources that ``dot`` draws, each included by the page it explains."""
+    import shutil
+    import subprocess
+
+    pages = {
+        "bench_and_kit.dot": "quickstart.rst",
+        "ota_ab.dot": "ota.rst",
+        "provisioning_flow.dot": "provisioning_flow.rst",
+    }
+    src = sources()
+    assert sorted(p.name for p in (DOCS / "diagrams").glob("*.dot")) == sorted(pages)
+    dot = shutil.which("dot")
+    assert dot, "Graphviz missing: bash scripts/dev.sh setup installs it"
+    for name, page in pages.items():
+        assert f".. graphviz:: diagrams/{name}" in src[page], name
+        svg = subprocess.run(
+            [dot, "-Tsvg", str(DOCS / "diagrams" / name)], capture_output=True, check=True
+        ).stdout
+        assert svg.lstrip().startswith(b"<?xml") and b"<svg" in svg
+
+
 def test_every_page_is_in_the_toctree() -> None:
     index = sources()["index.rst"]
     for name in sources():

@@ -141,3 +141,11 @@ def test_docs_urls_file_has_one_reader() -> None:
     assert "tomllib" not in src and "read_text" not in src
     assert doc_urls.URLS_FILE == source.URLS_FILE == REPO / "docs" / "urls.toml"
     assert doc_urls.base_url() == source.base_url()
+
+
+def test_readme_names_every_folder_of_host_tools() -> None:
+    """README's layout table has a row for each package folder of ``host_tools/``."""
+    readme = (REPO / "README.md").read_text()
+    folders = sorted(p.parent.name for p in (REPO / "host_tools").glob("*/__init__.py"))
+    missing = [f for f in folders if f"`{f}/`" not in readme]
+    assert missing == []
