@@ -24,7 +24,7 @@ copyright = "thingkit contributors"
 release = version = _pyproject["project"]["version"]
 language = "en"
 
-extensions = ["sphinx.ext.extlinks", "sphinx.ext.graphviz", "thingkit_docs"]
+extensions = ["sphinx.ext.extlinks", "sphinx.ext.graphviz", "thingkit_docs", "thingkit_cli_docs"]
 # Diagrams: Graphviz sources in docs/diagrams/, drawn by Debian's ``dot`` at build time as
 # SVG (sharp in HTML and in the PDF WeasyPrint renders from the single-page HTML).
 graphviz_output_format = "svg"

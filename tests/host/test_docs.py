@@ -175,6 +175,18 @@ def test_html_builds_without_warnings(builder: str, tmp_path: Path) -> None:
         for b in all_boards():
             assert (out / "boards" / f"{b.id}.html").exists()
         assert (out / "aws_features.html").exists()
+        # the command reference is generated from the CLI's parser: every command is there
+        import html
+
+        from host_tools.cli import build_parser
+
+        sys.path.insert(0, str(DOCS / "_ext"))
+        from thingkit_cli_docs import leaves
+
+        ref = html.unescape((out / "cli.html").read_text(encoding="utf-8"))
+        missing = [w for w, _ in leaves(build_parser()) if f"thingkit {' '.join(w)}" not in ref]
+        assert missing == []
+        assert "--bench-root" in ref and "exit status" in ref
     else:
         assert all(f"app2.{c['id']}" in index for b in all_boards() for c in b.components)
         assert "What MicroPython cannot protect" in index
