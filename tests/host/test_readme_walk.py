@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from walk import procs_under, scratch_clone
 
 from host_tools.paths import REPO
 
@@ -90,23 +90,6 @@ def _fill(cmd: str, comment: str, home: Path, outputs: list[str]) -> str:
     return cmd
 
 
-def _procs_under(path: Path) -> list[str]:
-    """Processes whose command line names ``path`` (kits, broker, bench services)."""
-    found = []
-    needle = str(path).encode()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            cmdline = (d / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline:
-            shown = cmdline.replace(b"\0", b" ").decode(errors="replace")
-            found.append(f"{d.name}: {shown}")
-    return found
-
-
 def test_skip_list_is_small_and_each_entry_used() -> None:
     cmds = [c for c, _ in readme_commands()]
     assert len(SKIP) <= 6
@@ -121,20 +104,10 @@ def test_skip_list_is_small_and_each_entry_used() -> None:
 
 def test_readme_walk(tmp_path: Path) -> None:
     work = tmp_path / "clone"
-    work.mkdir()
-    # The clone as the README's user has it: every top-level entry of the repository, linked
-    # (no .git, and no .thingkit: the walk's state is its own).
-    for entry in REPO.iterdir():
-        if entry.name not in (".git", ".thingkit"):
-            (work / entry.name).symlink_to(entry)
+    # The clone as the README's user has it (no .git, and no .thingkit: the walk's own).
+    env = scratch_clone(work)
     home = work / ".thingkit"
-    env = {
-        **os.environ,
-        "THINGKIT_HOME": str(home),
-        "THINGKIT_CA_PASSPHRASE": "readme-walk",  # the README: no terminal, so from the env
-        "NO_COLOR": "1",
-    }
-    env.pop("AWS_PROFILE", None)
+    env["THINGKIT_CA_PASSPHRASE"] = "readme-walk"  # the README: no terminal, so from the env
     tk = [str(REPO / ".venv" / "bin" / "thingkit")]
 
     def run(cmd: str, timeout: float = CMD_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -206,9 +179,9 @@ def test_readme_walk(tmp_path: Path) -> None:
             timeout=120,
         )
         end = time.monotonic() + 15
-        while _procs_under(work) and time.monotonic() < end:
+        while procs_under(work) and time.monotonic() < end:
             time.sleep(0.2)
-        left = _procs_under(work)
+        left = procs_under(work)
         assert not left, f"processes left after the walk: {left}"
     assert len(ran) > len(skipped)
     print(
