@@ -10,3 +10,10 @@ from host_tools.ota import bundle_cli, rollout_cli
 
 GROUPS = {"ota": "signed update bundles and staged rollout"}
 COMMANDS = (*bundle_cli.COMMANDS, *rollout_cli.COMMANDS)
+
+
+def register(sub) -> None:
+    """Add ``thingkit ota ...`` to a parser (for tests of this feature alone)."""
+    from host_tools.cli.table import build
+
+    build(sub, COMMANDS, GROUPS)
