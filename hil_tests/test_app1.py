@@ -1,4 +1,6 @@
-"""App #1 on the virtual kit, observed on the broker and in the shadow service."""
+"""App #1 on any target (virtual kit or board), observed on the broker and in the shadow
+service. The App #1 items are shown by the same checks ``thingkit validate`` runs
+(host_tools/validate/checks.py), on this suite's kit, bench and observer."""
 
 from __future__ import annotations
 
@@ -8,16 +10,26 @@ import time
 import pytest
 
 from hil_tests.helpers import ping, reported, wait_connected
+from host_tools.validate.checks import check_for
+from host_tools.validate.cloud import BenchCloud
+from host_tools.validate.engine import Session
 
 pytestmark = pytest.mark.slow
 
 
-def test_online_message_shadow_and_ping(bench, make_kit, observer):
+def test_online_message_shadow_and_ping(bench, make_kit, observer, hil_target, tmp_path):
     kit = make_kit(bench)
     t0 = time.time()
     kit.power_on()
     acc = wait_connected(observer, kit.thing, True, 30, since=t0)
     assert acc is not None, kit.console()
+
+    # The checks of thingkit validate, on this kit: each App #1 item met, with evidence.
+    s = Session(hil_target, BenchCloud.of(bench), tmp_path, kit.thing, kit, observer, t0, acc)
+    for item in ("app1.online_topic", "app1.shadow_online", "app1.subscribe"):
+        got = {r.id: r for r in check_for(item).run(s)}
+        assert got[item].status == "met", (got[item].evidence, kit.console())
+        assert got[item].evidence
 
     status = observer.wait(
         lambda m: m.topic == f"thingkit/{kit.thing}/status" and not m.retain, 5, since=t0
@@ -29,7 +41,8 @@ def test_online_message_shadow_and_ping(bench, make_kit, observer):
     shadow = observer.shadow_get(kit.thing)
     rep = shadow["state"]["reported"]
     assert rep["connected"] is True
-    assert rep["board"] == "sim" and rep["boot"]["time_source"] == "ntp"
+    assert rep["board"] == kit.board.id, "the kit reports another board than the target's"
+    assert rep["boot"]["time_source"] == "ntp"
 
     pong = ping(observer, kit.thing)
     assert pong is not None, kit.console()

@@ -245,5 +245,13 @@ class Target:
         """A new device (powered off) and the steps that make it flashed and provisioned."""
         raise NotImplementedError
 
+    def bundle_steps(
+        self, dut_root: Path, bundle: Path, thing: str, config: dict
+    ) -> tuple[Dut, list[Step]]:
+        """Like :meth:`steps`, but the identity and config come from a device bundle made
+        for another cloud (``thingkit validate --cloud remote``): nothing is registered on
+        a bench."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release ports, relays and threads (end of session)."""

@@ -282,6 +282,10 @@ class SerialTarget(Target):
                 "docs_hil.md (Real boards)",
             )
         res = BoardResource("board", o.board, o.port, firmware=o.firmware)
+        if o.port.startswith("socket://"):
+            # A network port has no control lines: no RTS reset or power hold (pyserial
+            # ignores them there), and the device behind it is a stand-in, not an ESP32.
+            res = dataclasses.replace(res, reset="none", power="none", check_platform=False)
         return cls(Environment(BenchResource(), (res,)))
 
     def info(self) -> TargetInfo:
@@ -345,17 +349,6 @@ class SerialTarget(Target):
         dut = SerialDut(res, board, dut_root / thing, thing)
         dut.on_close = lambda: self._busy.discard(res.name)
 
-        def flash_step(d: Dut) -> str:
-            assert isinstance(d, SerialDut)
-            if res.firmware is None:
-                return "kept the MicroPython on the board (no firmware image given)"
-            if d.state == "off":
-                d.power_driver.on()
-            with d._paused():
-                note = flash_mod.flash(res.port, board, res.firmware).summary()
-            d.state = "running"  # esptool's hard reset boots the new MicroPython
-            return note
-
         def provision_step(d: Dut) -> str:
             assert isinstance(d, SerialDut)
             mqtt, ntp = self.expose(bench)
@@ -371,30 +364,77 @@ class SerialTarget(Target):
                 bench.fleet_ca(), cfg, d.mirror, bench.layout.server_ca_der.read_bytes()
             )
             bench.register(thing, ident.fingerprint)
+            return _deploy_bundle(d, res, board)
+
+        return dut, [
+            Step("flashed", self._flash_step(res, board)),
+            Step("provisioned", provision_step),
+        ]
+
+    def bundle_steps(
+        self, dut_root: Path, bundle: Path, thing: str, config: dict
+    ) -> tuple[SerialDut, list[Step]]:
+        """Like :meth:`steps`, with an identity and config made elsewhere (a device bundle
+        from ``thingkit provision`` for a remote cloud): deployed as it is."""
+        from hil_tests.targets.sim import copy_bundle
+
+        board_id = config.get("board")
+        res = self._take_board()
+        board = load_board(board_id or res.board)
+        dut = SerialDut(res, board, dut_root / thing, thing)
+        dut.on_close = lambda: self._busy.discard(res.name)
+
+        def provision_step(d: Dut) -> str:
+            assert isinstance(d, SerialDut)
+            copy_bundle(bundle, d.mirror)
+            return _deploy_bundle(d, res, board)
+
+        return dut, [
+            Step("flashed", self._flash_step(res, board)),
+            Step("provisioned", provision_step),
+        ]
+
+    @staticmethod
+    def _flash_step(res: BoardResource, board: Board) -> Callable[[Dut], str]:
+        def flash_step(d: Dut) -> str:
+            assert isinstance(d, SerialDut)
+            if res.firmware is None:
+                return "kept the MicroPython on the board (no firmware image given)"
             if d.state == "off":
                 d.power_driver.on()
             with d._paused():
-                result = deploy_mod.deploy(
-                    res.port,
-                    board,
-                    bundle=d.mirror,
-                    wifi=res.wifi(),
-                    deps=res.deps,
-                    mip_index=res.mip_index,
-                    check_platform=res.check_platform,
-                    restart=False,
-                    baud=res.baud,
-                )
-            d.state = "halted"  # deploy leaves the firmware stopped in the raw REPL
-            return result.summary()
+                note = flash_mod.flash(res.port, board, res.firmware).summary()
+            d.state = "running"  # esptool's hard reset boots the new MicroPython
+            return note
 
-        return dut, [Step("flashed", flash_step), Step("provisioned", provision_step)]
+        return flash_step
 
     def close(self) -> None:
         for tcp, udp in self._relays.values():
             tcp.close()
             udp.close()
         self._relays.clear()
+
+
+def _deploy_bundle(d: SerialDut, res: BoardResource, board: Board) -> str:
+    """Deploy firmware, packages and the bundle in ``d.mirror``; the firmware is left
+    stopped in the raw REPL (state ``halted``)."""
+    if d.state == "off":
+        d.power_driver.on()
+    with d._paused():
+        result = deploy_mod.deploy(
+            res.port,
+            board,
+            bundle=d.mirror,
+            wifi=res.wifi(),
+            deps=res.deps,
+            mip_index=res.mip_index,
+            check_platform=res.check_platform,
+            restart=False,
+            baud=res.baud,
+        )
+    d.state = "halted"  # deploy leaves the firmware stopped in the raw REPL
+    return result.summary()
 
 
 def write_broker_identity(layout: BenchLayout, bench: BenchResource) -> None:

@@ -14,13 +14,14 @@ wraps), ``live_fs`` (files written while it runs are seen by the firmware),
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from hil_tests.targets.base import Dut, Endpoint, Step, Target, TargetInfo
 from host_tools.boards.registry import Board, load_board
 from host_tools.kit.provision import create_sim_kit
-from host_tools.kit.sim import SimKit
+from host_tools.kit.sim import DEFAULT_HEAP, SimKit
 
 SIM_CAPABILITIES = frozenset({"virtual_kit", "live_fs", "power_cut", "rtc_set", "sim_hw"})
 
@@ -150,3 +151,35 @@ class SimTarget(Target):
             return f"firmware and identity in {d.kit.flash}"
 
         return dut, [Step("provisioned", flash_and_provision)]
+
+    def bundle_steps(
+        self, dut_root: Path, bundle: Path, thing: str, config: dict
+    ) -> tuple[SimDut, list[Step]]:
+        """Like :meth:`steps`, with an identity and config made elsewhere (a device bundle
+        from ``thingkit provision`` for a remote cloud) instead of the bench's."""
+        board = load_board(config.get("board", self.board.id))
+        dut = SimDut(SimKit(dut_root / thing), thing, board)
+
+        def flash_and_install_bundle(d: Dut) -> str:
+            assert isinstance(d, SimDut)
+            kit = SimKit(dut_root / thing, heap=str(config.get("heap", DEFAULT_HEAP)))
+            kit.install_board(board.id)
+            kit.install_firmware(mode=config.get("mode"))
+            kit.calibrate()
+            copy_bundle(bundle, kit.flash)
+            d.kit = kit
+            return f"firmware in {kit.flash}, identity and config from {bundle}"
+
+        return dut, [Step("provisioned", flash_and_install_bundle)]
+
+
+def copy_bundle(bundle: Path, fs: Path) -> list[str]:
+    """Copy a device bundle's files (config.json, certs/) into a device filesystem tree."""
+    copied = []
+    for src in sorted(Path(bundle).rglob("*")):
+        if src.is_file():
+            rel = src.relative_to(bundle)
+            (fs / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, fs / rel)
+            copied.append(str(rel))
+    return copied

@@ -14,7 +14,14 @@ import signal
 import threading
 from pathlib import Path
 
-from host_tools.bench import clients, jobs_service, rules, shadow_service, streams_service
+from host_tools.bench import (
+    clients,
+    jobs_service,
+    lifecycle,
+    rules,
+    shadow_service,
+    streams_service,
+)
 from host_tools.bench.layout import SERVICES_CN, BenchLayout
 from host_tools.bench.ntp_server import SNTPServer
 from host_tools.bench.shadow_engine import ShadowEngine
@@ -64,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     clients.connect(client, args.port)
+    # AWS IoT lifecycle events ($aws/events/presence/...), from the broker's log.
+    lifecycle.follow(
+        layout.broker_log, lambda t, p: client.publish(t, p, qos=1), layout.registry, stop
+    )
     rc = 0
     while not stop.wait(1.0):
         # NTP is a thread of this process: if it ends, the process ends too, so that

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from host_tools.audit import cli as audit_cli
 from host_tools.board_tools import cli as board_tools_cli
 from host_tools.boards import cli as boards_cli
-from host_tools.cli import bench_cmds, kit_cmds, validate_cmd
+from host_tools.cli import bench_cmds, kit_cmds
 from host_tools.cli.table import Command
 from host_tools.fleet_sim import cli as fleet_cli
 from host_tools.ota import cli as ota_cli
+from host_tools.validate import cli as validate_cli
 
 GROUPS: dict[str, str] = {
     **bench_cmds.GROUPS,
@@ -24,6 +25,7 @@ GROUPS: dict[str, str] = {
     **boards_cli.GROUPS,
     **ota_cli.GROUPS,
     **fleet_cli.GROUPS,
+    **validate_cli.OPERATOR_GROUP,
 }
 
 COMMANDS: tuple[Command, ...] = (
@@ -34,7 +36,7 @@ COMMANDS: tuple[Command, ...] = (
     *audit_cli.COMMANDS,
     *ota_cli.COMMANDS,
     *fleet_cli.COMMANDS,
-    *validate_cmd.COMMANDS,
+    *validate_cli.COMMANDS,
 )
 
 

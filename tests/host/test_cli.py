@@ -12,7 +12,8 @@ import pytest
 from host_tools import cli, device_deps
 from host_tools.bench.bench import Bench
 from host_tools.bench.ntp_server import read_control
-from host_tools.cli import bench_cmds, kit_cmds, validate_cmd
+from host_tools.cli import bench_cmds, kit_cmds
+from host_tools.validate import cli as validate_cli
 from host_tools.errors import UserError
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -84,7 +85,7 @@ def test_parse_kit_commands() -> None:
 
 def test_parse_validate_and_deps() -> None:
     a = parse("validate", "--json", "--workdir", "w")
-    assert (a.func, a.board, a.json, a.workdir) == (validate_cmd.cmd_validate, "sim", True, Path("w"))
+    assert (a.func, a.board, a.json, a.workdir) == (validate_cli.cmd_validate, "sim", True, Path("w"))
     a = parse("validate", "--board", "esp32")
     assert (a.board, a.json, a.workdir) == ("esp32", False, None)
     assert parse("deps", "fetch").func is bench_cmds.cmd_deps_fetch
@@ -274,12 +275,13 @@ def test_kit_create_invalid_name_is_one_line(
 
 # -- validate / deps --------------------------------------------------------------------------
 def test_validate_unknown_board(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run(capsys, "validate", "--board", "esp32")
+    rc, out, err = run(capsys, "validate", "--board", "esp32-devkitc")
     assert rc == 1 and out == ""
     assert_one_error_line(
         err,
-        "thingkit: validate --board esp32 is not available yet; "
-        "only the virtual kit (sim) can be validated by this command so far",
+        "thingkit: validate --target sim runs a virtual kit: board esp32-devkitc is a real "
+        "board; give a virtual board (sim, sim-ota, sim-romfs), or validate the real one with "
+        "--target serial --port URL --board esp32-devkitc",
     )
 
 

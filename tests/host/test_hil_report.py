@@ -173,9 +173,7 @@ def test_time_limit_fails_the_block() -> None:
 def test_serial_target_needs_a_port_and_board() -> None:
     with pytest.raises(UserError, match="needs --port URL and --board ID"):
         make_target(TargetOptions(target="serial"))
-    t = make_target(
-        TargetOptions(target="serial", port="socket://127.0.0.1:1", board="esp32-devkitc")
-    )
+    t = make_target(TargetOptions(target="serial", port="/dev/ttyUSB0", board="esp32-devkitc"))
     assert t.name == "serial" and t.board.id == "esp32-devkitc"
     assert "power_cut" in t.capabilities and "virtual_kit" not in t.capabilities
 
