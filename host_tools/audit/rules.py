@@ -1,7 +1,7 @@
 """The Appendix B rules and the text scanner that applies them to one file.
 
 Each rule has a stable id (``appb.*``) and names the checklist item it protects
-(shared/CHECKLISTS.md). A piece of text is reported under one rule only: the most
+(docs/checklist.rst). A piece of text is reported under one rule only: the most
 specific that matches (a shortened URL is ``appb.url_shortener``, not also
 ``appb.hardcoded_url``).
 

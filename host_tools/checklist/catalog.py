@@ -1,4 +1,4 @@
-"""The one catalogue of checklist items: ids (shared/CHECKLISTS.md), sections and titles.
+"""The one catalogue of checklist items: ids (the partner checklist, docs/checklist.rst), sections and titles.
 
 ``thingkit validate`` (:mod:`host_tools.validate`) and the HIL suite's report
 (:mod:`hil_tests.plugin.checklist`, a view on this module) both take their items from
@@ -102,7 +102,7 @@ def item(item_id: str, components: dict[str, str] | None = None) -> Item:
     """The catalogue entry for ``item_id``.
 
     Args:
-        item_id: an id of shared/CHECKLISTS.md, or ``app2.<component>``.
+        item_id: an id of docs/checklist.rst, or ``app2.<component>``.
         components: component id -> label (:func:`component_label`), for App #2 titles.
 
     Raises:
