@@ -108,12 +108,18 @@ def alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours counts as dead.
+    # A zombie child of ours counts as dead (and is reaped here).
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
+        pass
+    # Not our child: a zombie (exited, its parent has not reaped it yet) is dead too.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return True
+    return state != "Z"
 
 
 def stop(pid: int | None, timeout: float = 5.0) -> None:

@@ -18,6 +18,7 @@ from host_tools.cli.table import Command
 from host_tools.fleet_sim import cli as fleet_cli
 from host_tools.ota import cli as ota_cli
 from host_tools.validate import cli as validate_cli
+from host_tools.view import cli as view_cli
 
 GROUPS: dict[str, str] = {
     **bench_cmds.GROUPS,
@@ -37,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     *ota_cli.COMMANDS,
     *fleet_cli.COMMANDS,
     *validate_cli.COMMANDS,
+    *view_cli.COMMANDS,
 )
 
 

@@ -10,7 +10,10 @@ from host_tools import cli
 from host_tools.cli import commands
 
 # Commands that stream rather than report: a serial monitor's output is the board's.
-NO_JSON = {"console": "streams the board's serial output as it comes"}
+NO_JSON = {
+    "console": "streams the board's serial output as it comes",
+    "view": "serves a page until Ctrl-C; its one line says where",
+}
 
 
 def leaves(p: argparse.ArgumentParser, words: tuple[str, ...] = ()):
