@@ -319,6 +319,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from provisioning.fleet import FleetError, FleetSpec, preview_fleet, provision_fleet
     from provisioning.store import StoreError
 
+    if args.claim:
+        from host_tools.claim_cli import provision_claim
+
+        return provision_claim(args)
     out = args.out or state_home() / "fleet"
     if args.target is None:  # AWS when an AWS endpoint or region is named, else the bench
         args.target = "aws" if args.endpoint or args.region else "bench"
@@ -577,6 +581,10 @@ def _revoke_targets(args, store, spec, things_fps: list[tuple[str, str]]) -> str
 def cmd_revoke(args: argparse.Namespace) -> int:
     from provisioning.lifecycle import LifecycleError, find_cert, pending_old, revoke_in_fleet
 
+    if getattr(args, "claim", None):
+        from host_tools.claim_cli import revoke_claim
+
+        return revoke_claim(args)
     if args.cert:
         from cryptography import x509
 
@@ -641,18 +649,16 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_rotate(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from provisioning.ca import CertificateAuthority, Usage
+    from provisioning.ca import CertificateAuthority
     from provisioning.lifecycle import (
-        RotationResult,
-        SimKitDelivery,
         due,
         pending_old,
-        rebuild_artifacts,
-        record_rotation,
-        revoke_in_fleet,
-        rotate_identity,
     )
 
+    if args.over_the_air:
+        from host_tools.claim_cli import rotate_over_the_air
+
+        return rotate_over_the_air(args)
     store, spec = _store(args)
     if args.confirm:
         args.previous = True
@@ -683,78 +689,15 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         _bench(args).require_up()  # delivery to a kit needs the broker
     _confirm(args, f"issue new certificates for {len(things)} device(s)", ask=target == "aws")
     ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
-    lines, docs = [], []
-    undelivered, unconfirmed = [], []
-    with store:
-        for thing in things:
-            old = store.devices[thing].identity().cert
+    from host_tools.fleet_rotation import rotate_things
 
-            def record(new, thing=thing) -> None:
-                record_rotation(store, thing, new)
-                rebuild_artifacts(
-                    store,
-                    thing,
-                    images=store.image_path(thing).exists(),
-                    trees=store.device_dir(thing).exists(),
-                )
-                if target == "bench":
-                    from host_tools.bench import registry as br
-
-                    br.register_things(_bench(args), {thing: new.fingerprint}, reload=False)
-                    _bench(args).apply_config()
-
-            kit_root = kits / thing
-            if target == "bench" and kit_root.exists():
-                from host_tools.bench import registry as br
-                from host_tools.bench.observer import Observer
-                from host_tools.kit.sim import SimKit
-
-                b = _bench(args)
-                _bench_ca_check(b, spec)
-
-                def revoke(cert, thing=thing, b=b) -> None:
-                    revoke_in_fleet(store, ca, thing, "superseded", cert=cert)
-                    br.publish_crl(b, restart=False)
-                    b.apply_config()
-
-                with Observer(b) as obs:
-                    r = rotate_identity(
-                        ca,
-                        thing,
-                        old,
-                        SimKitDelivery(SimKit(kit_root), obs),
-                        revoke,
-                        timeout=args.timeout,
-                        record=record,
-                    )
-                line = r.line()
-                if not r.confirmed:
-                    unconfirmed.append(thing)
-                    line = line.rsplit(": ", 1)[0] + (
-                        f": written to kit {kit_root} and reset, but it did not connect with "
-                        f"it within {args.timeout:g} s; the old certificate stays valid"
-                    )
-            else:
-                new = ca.issue(thing, Usage.CLIENT, days=ca.policy.leaf_days)
-                record(new)
-                r = RotationResult(
-                    thing,
-                    store.devices[thing].previous[-1],
-                    new.fingerprint,
-                    new.cert.not_valid_after_utc.isoformat(),
-                    False,
-                    False,
-                    0.0,
-                )
-                undelivered.append(thing)
-                line = (
-                    r.line().rsplit(": ", 1)[0]
-                    + ": issued, not delivered yet"
-                    + (f" (no kit at {kit_root})" if target == "bench" else "")
-                )
-            lines.append(line)
-            docs.append({**r.__dict__, "delivered": thing not in undelivered})
-        store.write_manifests()
+    res = rotate_things(store, ca, things, target, kits, lambda: _bench(args), timeout=args.timeout)
+    lines, docs, undelivered, unconfirmed = (
+        res.lines,
+        res.docs,
+        res.undelivered,
+        res.unconfirmed,
+    )
     pending = [t for t in things if pending_old(store, t)]
 
     def names(ts: list[str]) -> str:
@@ -919,6 +862,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="provision the valid devices even if some are refused",
     )
+    sp.add_argument(
+        "--claim",
+        action="store_true",
+        help="make a claim batch instead: one claim identity + the allow-list (bench)",
+    )
+    sp.add_argument("--batch", default="thingkit-claim", help="claim batch / template name")
+    sp.add_argument("--sim-kits", action="store_true", help="with --claim: claim-only kits")
+    sp.add_argument("--kits", type=Path, help="virtual kits root (default .thingkit/kits)")
     _common(sp)
     sp.set_defaults(func=cmd_provision)
 
@@ -943,6 +894,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             sp.add_argument("things", nargs="*", help="thing names")
             sp.add_argument("--reason", default="unspecified" if name == "revoke" else "superseded")
             sp.add_argument("--cert", type=Path, help="revoke this certificate (bench kits)")
+            if name == "revoke":
+                sp.add_argument("--claim", metavar="BATCH", help="disable a batch's claim")
             sp.add_argument(
                 "--previous",
                 action="store_true",
@@ -956,4 +909,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 help="devices confirmed: revoke their old certificates",
             )
             sp.add_argument("--kits", type=Path, help="virtual kits root (bench delivery)")
+            sp.add_argument(
+                "--over-the-air",
+                action="store_true",
+                help="the running kit makes the new key and CSR; old revoked once it switched",
+            )
             sp.add_argument("--timeout", type=float, default=60.0)

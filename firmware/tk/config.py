@@ -165,6 +165,14 @@ def _fill(self, doc):
     # The hardware watchdog's time-out (tk.watchdog): longer than any legitimate block.
     self.watchdog_s = _int(doc, "watchdog.timeout_s", 10, 600, 60)
     self.wifi = doc.get("wifi")
+    # Fleet provisioning by claim (tk.claim): tls.* are then the batch's claim identity.
+    self.claim = doc.get("claim")
+    if self.claim is not None and not isinstance(self.claim, dict):
+        raise ConfigError("field 'claim' must be dict")
+    if self.claim and not all(isinstance(self.claim.get(k), str) and self.claim.get(k)
+                              for k in ("template", "serial")):
+        raise ConfigError("claim needs 'template' and 'serial' (strings)")
+    self.identity = None  # tk.claim.select: "claim", "trial", "own" on a claim kit
 
 
 def load(path=CONFIG_FILE):

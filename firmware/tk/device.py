@@ -108,6 +108,8 @@ class Session:
             doc = None
         version = doc["version"] if doc else None
         delta = doc.get("state", {}).get("delta") if doc else None
+        if delta and "identity" in delta:  # asked while this kit was offline
+            self._pending_delta = {"identity": delta["identity"]}
         reported = self._apply_settings(delta)
         self._said = json.dumps(reported)
         reported["connected"] = True
@@ -147,6 +149,14 @@ class Session:
             if self.diag.interval_ms != int(settings.value("diag_interval_s") * 1000):
                 self.diag.set_interval(settings.value("diag_interval_s"))
 
+    def _rotate(self, req):
+        from tk import rotate  # loaded for a rotation only, dropped after it
+        try:
+            rotate.run(self.hal, self.cfg, self.client, self.shadow, req)
+        finally:
+            rotate = None
+            forget(("rotate", "fleet_prov", "identity", "p256_sign"))
+
     def _on_delta(self, state, version):
         # Handled from the main loop, not inside the MQTT callback.
         self._pending_delta = state
@@ -166,6 +176,8 @@ class Session:
             self.ota.service()
             if self._pending_delta is not None:
                 delta, self._pending_delta = self._pending_delta, None
+                if "identity" in delta:  # a certificate rotation asked for (tk.rotate)
+                    self._rotate(delta["identity"])
                 if "settings" in delta:
                     rep = self._apply_settings(delta)
                     said = json.dumps(rep)
@@ -199,6 +211,15 @@ class Session:
     def close(self):
         self.client.close()
         self.ota.close()  # its working part, if loaded, goes with the session
+
+
+def _exists(path):
+    import os
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def _read(path):
@@ -311,7 +332,16 @@ def _forget_app2():
 
 def run(hal, cfg):
     global _tls
+    claim = None
+    if cfg.claim or _exists("certs/identity.json"):  # a claim kit, or one that made its
+        from tk import claim                            # own identity: which one to use
+        claim.select(cfg)
     info, _tls, app2, diag, backoff = _boot(hal, cfg)
+    if claim is not None:
+        claim.boot_info(cfg, info)
+        if cfg.identity == "claim":  # no own identity yet: fleet provisioning first
+            from tk import fleet_prov
+            fleet_prov.run(hal, cfg, _tls, backoff)  # returns only by rebooting
     gc.collect()
     sessions = 0
     oom = 0  # sessions in a row that ended out of memory
@@ -326,6 +356,8 @@ def run(hal, cfg):
             diag.reconnects = sessions - 1
             session.open()
             up_at = time.ticks_ms()
+            if claim is not None and claim.proven(cfg, info):
+                session.shadow.report({"boot": info})  # a new certificate proven: say so
             session.serve()
         except Exception as e:
             ended = e
@@ -343,6 +375,8 @@ def run(hal, cfg):
                 _log.warn("session ended: %r%s", ended, " (closed by the broker)" if peer else "")
             except MemoryError:
                 pass
+        if claim is not None and up_at is None:  # a trial identity goes back after 3
+            claim.session_failed(cfg, hal, ended)
         ended = None
         if oom >= _OOM_SESSIONS and app2 is not None:
             # As at boot (_boot): a device that cannot keep a session with App #2 goes on

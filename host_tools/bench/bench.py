@@ -136,6 +136,13 @@ class Bench:
         except (FileNotFoundError, ValueError, KeyError):
             return {}
 
+    def claims(self) -> dict[str, dict]:
+        """Claim batches (provisioning.claim.ClaimRegistry's file), by batch name."""
+        try:
+            return json.loads(self.layout.claims.read_text())["batches"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return {}
+
     def fleet_ca(self) -> CertificateAuthority:
         return CertificateAuthority.open_or_create(self.layout.fleet_ca, "thingkit bench fleet")
 
@@ -448,7 +455,7 @@ class Bench:
         return self.apply_config()
 
     def _write_acl(self) -> None:
-        text = acl.render(self.things(), self.topic_prefix)
+        text = acl.render(self.things(), self.topic_prefix, self.claims())
         self.layout.root.mkdir(parents=True, exist_ok=True)
         if _read(self.layout.acl) != text.encode():
             tmp = self.layout.acl.with_suffix(".tmp")

@@ -82,6 +82,16 @@ class BenchLayout:
         return self.root / "groups.json"
 
     @property
+    def claims(self) -> Path:
+        """Claim batches (fleet provisioning by claim): claim identity, allow-list."""
+        return self.root / "claims.json"
+
+    @property
+    def fleet_provisioning(self) -> Path:
+        """The provisioning service's records: events (JSON lines) and ownership tokens."""
+        return self.root / "fleet-provisioning"
+
+    @property
     def ntp_control(self) -> Path:
         return self.root / "ntp.json"
 

@@ -1,4 +1,5 @@
-"""The bench's service process: Device Shadow, Jobs and streams services, rules engine, SNTP.
+"""The bench's service process: Device Shadow, Jobs, streams and fleet provisioning
+services, rules engine, SNTP.
 
 Started by ``thingkit bench up``; runs until SIGTERM, or exits (status 1) if its NTP
 thread ends, so that ``bench up`` sees it dead and restarts it::
@@ -15,7 +16,9 @@ import threading
 from pathlib import Path
 
 from host_tools.bench import (
+    cert_rotation,
     clients,
+    fleet_provisioning,
     jobs_service,
     lifecycle,
     rules,
@@ -45,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # This process may restart the broker (fleet provisioning revoking certificates):
+    # the kernel reaps such children, so one stopped by another process (`bench down`,
+    # a CLI restart) never lingers as a zombie that looks alive to them.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 
     ntp = SNTPServer(args.ntp_port, layout.ntp_control, layout.ntp_log)
     ntp.start()
@@ -53,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     shadow_service.attach(client, engine, log)
     jobs_service.attach(client, jobs_service.make_engine(layout), log, stop)
     streams_service.attach(client, streams_service.StreamsEngine(layout.streams), log)
+    fleet_provisioning.attach(client, fleet_provisioning.make_engine(layout), log)
+    cert_rotation.attach(client, layout, args.topic_prefix, log)
     client.reconnect_delay_set(min_delay=1, max_delay=1)
     prev = client.on_connect
     last_sub = {"mid": None}
