@@ -60,8 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"thingkit {tool_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     build(sub, commands.COMMANDS, commands.GROUPS)
-    for register in commands.REGISTRARS:
-        register(sub)
     return p
 
 

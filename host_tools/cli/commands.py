@@ -1,14 +1,10 @@
 """The command table: every ``thingkit`` command, gathered from the feature modules.
 
 Each feature lists its commands in ``COMMANDS`` (see :mod:`host_tools.cli.table`); this
-module is the one place that says which features the CLI has. ``REGISTRARS`` holds the
-features that still add themselves to the parser with ``register(subparsers)``.
+module is the one place that says which features the CLI has.
 """
 
 from __future__ import annotations
-
-import argparse
-from collections.abc import Callable
 
 from host_tools.audit import cli as audit_cli
 from host_tools.board_tools import cli as board_tools_cli
@@ -16,6 +12,7 @@ from host_tools.boards import cli as boards_cli
 from host_tools.cli import bench_cmds, kit_cmds
 from host_tools.cli.table import Command
 from host_tools.fleet_sim import cli as fleet_cli
+from host_tools.identity import cli as identity_cli
 from host_tools.ota import cli as ota_cli
 from host_tools.validate import cli as validate_cli
 from host_tools.view import cli as view_cli
@@ -26,6 +23,7 @@ GROUPS: dict[str, str] = {
     **boards_cli.GROUPS,
     **ota_cli.GROUPS,
     **fleet_cli.GROUPS,
+    **identity_cli.GROUPS,
     **validate_cli.OPERATOR_GROUP,
 }
 
@@ -37,15 +35,7 @@ COMMANDS: tuple[Command, ...] = (
     *audit_cli.COMMANDS,
     *ota_cli.COMMANDS,
     *fleet_cli.COMMANDS,
+    *identity_cli.COMMANDS,
     *validate_cli.COMMANDS,
     *view_cli.COMMANDS,
 )
-
-
-def _provisioning(sub: argparse._SubParsersAction) -> None:
-    from host_tools.provision_cli import register
-
-    register(sub)
-
-
-REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_provisioning,)

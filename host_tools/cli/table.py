@@ -37,13 +37,32 @@ def arg(*flags: str, **options: Any) -> Arg:
 
 
 @dataclass(frozen=True)
+class ArgGroup:
+    """Arguments shown under a title in ``--help``, or of which exactly one may be given
+    (``exclusive``; ``required``: one must be)."""
+
+    args: tuple[Arg, ...]
+    title: str = ""
+    exclusive: bool = False
+    required: bool = False
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.exclusive:
+            group: Any = parser.add_mutually_exclusive_group(required=self.required)
+        else:
+            group = parser.add_argument_group(self.title or None)
+        for a in self.args:
+            a.add_to(group)
+
+
+@dataclass(frozen=True)
 class Command:
     """One command: ``name`` is its words after ``thingkit`` (``"bench up"``, ``"audit"``)."""
 
     name: str
     func: Handler
     help: str
-    args: tuple[Arg, ...] = ()
+    args: tuple[Arg | ArgGroup, ...] = ()
     description: str | None = None
 
     @property
@@ -63,7 +82,7 @@ BENCH_ROOT = (
     # the name of earlier releases, still accepted
     arg("--root", type=Path, dest="bench_root", help=argparse.SUPPRESS),
 )
-FLEET_DIR = arg("--fleet", type=Path, help="fleet directory (default .thingkit/fleet)")
+FLEET_DIR = arg("--fleet", type=Path, metavar="DIR", help="fleet directory (default .thingkit/fleet)")
 
 
 def build(

@@ -249,8 +249,8 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     import argparse
     import sys
 
-    from host_tools import provision_cli
     from host_tools.errors import UserError
+    from host_tools.identity import cli as provision_cli
 
     p = argparse.ArgumentParser(prog="thingkit")
     provision_cli.register(p.add_subparsers(dest="command", required=True))

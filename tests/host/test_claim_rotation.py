@@ -142,7 +142,7 @@ def test_power_cuts_during_rotation(bench: Bench, kit: SimKit) -> None:
 def test_cli_rotate_over_the_air(bench: Bench, kit: SimKit, capsys) -> None:
     import argparse
 
-    from host_tools import provision_cli
+    from host_tools.identity import cli as provision_cli
 
     p = argparse.ArgumentParser(prog="thingkit")
     provision_cli.register(p.add_subparsers(dest="command", required=True))

@@ -14,8 +14,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from host_tools import provision_cli
 from host_tools.errors import UserError
+from host_tools.identity import cli as provision_cli
 from provisioning.aws.apply import Applier, RateLimiter, read_state, teardown
 from provisioning.aws.plan import AwsOptions, PlanError, registration_plan, revocation_plan
 from provisioning.aws.policy import device_policy, device_topics, wildcards

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import provision_cli
 from host_tools.bench import clients
 from host_tools.bench.bench import Bench
 from host_tools.bench.registry import (
@@ -23,6 +22,7 @@ from host_tools.bench.registry import (
     unregister_things,
 )
 from host_tools.errors import UserError
+from host_tools.identity import cli as provision_cli
 from provisioning.store import FleetStore
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")

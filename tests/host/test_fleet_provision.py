@@ -15,9 +15,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from host_tools import provision_cli
 from host_tools.boards.registry import load_board
 from host_tools.errors import UserError
+from host_tools.identity import cli as provision_cli
 from host_tools.paths import FIRMWARE
 from provisioning import fleet as fleet_mod
 from provisioning.bundle import CERT_FILE, CONFIG_FILE, KEY_FILE, SERVER_CA_FILE

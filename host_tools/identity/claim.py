@@ -1,7 +1,7 @@
 """``thingkit provision --claim`` and ``thingkit revoke --claim BATCH``: claim batches.
 
 Thin command bodies over :mod:`host_tools.bench.fleet_provisioning` (the library), called
-from :mod:`host_tools.provision_cli` when ``--claim`` is given:
+from :mod:`host_tools.identity.cli` when ``--claim`` is given:
 
 - ``provision --claim [--count N | --manifest F] [--batch NAME] [--sim-kits]``: make the
   batch's claim identity (kept in ``<fleet>/claim-batches/<batch>/``) and put its
@@ -35,7 +35,7 @@ def batch_dir(fleet: Path, batch: str) -> Path:
 def provision_claim(args: argparse.Namespace) -> int:
     """Make a claim batch on the bench (see the module docstring)."""
     from host_tools.bench import fleet_provisioning as fp
-    from host_tools.provision_cli import _bench, _confirm, _out, _records
+    from host_tools.identity.cli import _bench, _confirm, _out, _records
     from provisioning.bundle import atomic_write, check_thing_name
 
     if (args.target or "bench") != "bench" or args.endpoint or args.region:
@@ -97,7 +97,7 @@ def provision_claim(args: argparse.Namespace) -> int:
 def revoke_claim(args: argparse.Namespace) -> int:
     """Disable a claim batch on the bench."""
     from host_tools.bench import fleet_provisioning as fp
-    from host_tools.provision_cli import _bench, _confirm, _out
+    from host_tools.identity.cli import _bench, _confirm, _out
 
     bench = _bench(args)
     if args.claim not in bench.claims():
@@ -121,7 +121,7 @@ def rotate_over_the_air(args: argparse.Namespace) -> int:
     """``thingkit rotate --over-the-air THING...``: rotate running kits on the bench with
     keys made on the kits (host_tools.bench.cert_rotation.rotate_over_the_air)."""
     from host_tools.bench.cert_rotation import rotate_over_the_air as rotate
-    from host_tools.provision_cli import _bench, _confirm, _out
+    from host_tools.identity.cli import _bench, _confirm, _out
 
     if not args.things:
         raise UserError("name the things to rotate", "thingkit rotate --over-the-air THING")

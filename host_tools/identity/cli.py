@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from host_tools.cli.table import BENCH_ROOT, FLEET_DIR, JSON, ArgGroup, Command, arg, build
 from host_tools.errors import UserError
-from host_tools.paths import state_home
+from host_tools.paths import REPO, state_home
 
 PASSPHRASE_ENV = "THINGKIT_CA_PASSPHRASE"
-AMAZON_ROOT_CA = Path(__file__).resolve().parent.parent / "provisioning/data/AmazonRootCA1.pem"
+AMAZON_ROOT_CA = REPO / "provisioning/data/AmazonRootCA1.pem"
 
 
 # -- shared helpers ---------------------------------------------------------------------
@@ -314,15 +315,15 @@ def _endpoint(args: argparse.Namespace) -> tuple[dict, bytes]:
     )
 
 
-def cmd_provision(args: argparse.Namespace) -> int:
+def _provision_plan(args: argparse.Namespace) -> dict:
+    """What ``provision`` would do, checked: the records, refusals, endpoint and CA.
+
+    Raises:
+        UserError: refused devices (without --skip-refused), or a CA the target refuses.
+    """
     from host_tools.boards.registry import load_board
-    from provisioning.fleet import FleetError, FleetSpec, preview_fleet, provision_fleet
-    from provisioning.store import StoreError
+    from provisioning.fleet import preview_fleet
 
-    if args.claim:
-        from host_tools.claim_cli import provision_claim
-
-        return provision_claim(args)
     out = args.out or state_home() / "fleet"
     if args.target is None:  # AWS when an AWS endpoint or region is named, else the bench
         args.target = "aws" if args.endpoint or args.region else "bench"
@@ -333,11 +334,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
     problems = (bad.problems if bad else []) + list(pv.refused.values())
     refused.update(pv.refused)
     if problems and not args.skip_refused:
-        shown = "; ".join(problems[:5]) + (
-            f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        )
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise UserError(
-            f"{len(refused)} device(s) refused, nothing written: {shown}",
+            f"{len(refused)} device(s) refused, nothing written: {'; '.join(problems[:5])}{more}",
             "fix the manifest, or add --skip-refused to provision the others",
             str(args.manifest or out),
         )
@@ -353,31 +352,77 @@ def cmd_provision(args: argparse.Namespace) -> int:
             raise UserError("the bench has no fleet CA yet", where="thingkit bench up")
     else:
         ca_dir = args.ca or state_home() / "ca"
-    images = not args.no_images
-    trees = args.trees or args.target == "bench"
-    plan = {
-        "out": str(out),
-        "ca": str(ca_dir),
+    return {
+        "out": out,
+        "board": board,
+        "records": records,
+        "refused": refused,
+        "preview": pv,
+        "endpoint": ep,
+        "server_ca": server_ca,
+        "ca_dir": ca_dir,
+        "images": not args.no_images,
+        "trees": args.trees or args.target == "bench",
+    }
+
+
+def _provision_done_text(args: argparse.Namespace, p: dict, res) -> str:
+    board, out = p["board"], p["out"]
+    text = (
+        res.summary()
+        + f"\ntarget {args.target}, issued by the CA in {p['ca_dir']}"
+        + (" (the bench's fleet CA: the bench trusts only it)" if args.target == "bench" else "")
+    )
+    if res.refused:
+        text += "\n" + "\n".join(f"  refused: {r}" for r in res.refused[:20])
+    if p["images"]:
+        text += (
+            f"\nflash: esptool --chip {board.chip} write-flash "
+            f"{hex(board.filesystem_offset())} {out}/images/<thing>.littlefs.bin"
+        )
+    return text
+
+
+def _plan_doc(args: argparse.Namespace, p: dict) -> dict:
+    board, ep = p["board"], p["endpoint"]
+    return {
+        "out": str(p["out"]),
+        "ca": str(p["ca_dir"]),
         "target": args.target,
         **ep,
         "ntp_servers": list(ep["ntp_servers"]),
         "board": board.id,
         "fs_offset": hex(board.filesystem_offset()),
-        "new": len(pv.new),
-        "already": len(pv.known),
-        "refused": sorted(refused),
-        "images": images,
-        "trees": trees,
+        "new": len(p["preview"].new),
+        "already": len(p["preview"].known),
+        "refused": sorted(p["refused"]),
+        "images": p["images"],
+        "trees": p["trees"],
     }
+
+
+def _plan_text(args: argparse.Namespace, p: dict) -> str:
+    board, ep, pv = p["board"], p["endpoint"], p["preview"]
+    return (
+        f"would issue {len(pv.new)} identities for target {args.target} ({len(pv.known)} "
+        f"already provisioned, {len(p['refused'])} refused) from {p['ca_dir']} into "
+        f"{p['out']}: endpoint {ep['endpoint']}:{ep['port']}, board {board.id} (images "
+        f"flashed at {hex(board.filesystem_offset())}){'' if p['images'] else ', no images'}"
+    )
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from provisioning.fleet import FleetError, FleetSpec, provision_fleet
+    from provisioning.store import StoreError
+
+    if args.claim:
+        from host_tools.identity.claim import provision_claim
+
+        return provision_claim(args)
+    p = _provision_plan(args)
+    board, out, ep, pv, ca_dir = p["board"], p["out"], p["endpoint"], p["preview"], p["ca_dir"]
     if args.dry_run:
-        _out(
-            args,
-            {"plan": plan},
-            f"would issue {len(pv.new)} identities for target {args.target} ({len(pv.known)} already provisioned, "
-            f"{len(refused)} refused) from {ca_dir} into {out}: endpoint {ep['endpoint']}:"
-            f"{ep['port']}, board {board.id} (images flashed at "
-            f"{hex(board.filesystem_offset())}){'' if images else ', no images'}",
-        )
+        _out(args, {"plan": _plan_doc(args, p)}, _plan_text(args, p))
         return 0
     if pv.new:
         _confirm(args, f"issue {len(pv.new)} device certificates from {ca_dir}", ask=False)
@@ -394,33 +439,21 @@ def cmd_provision(args: argparse.Namespace) -> int:
         res = provision_fleet(
             ca,
             spec,
-            [r for r in records if r.serial not in refused],
+            [r for r in p["records"] if r.serial not in p["refused"]],
             out,
-            server_ca,
-            images=images,
-            trees=trees,
+            p["server_ca"],
+            images=p["images"],
+            trees=p["trees"],
             full_images=args.full_images,
             extra_files={"board.json": (json.dumps(board.data, indent=1) + "\n").encode()},
             jobs=args.jobs,
             progress=_progress(args),
-            refused=refused,
+            refused=p["refused"],
         )
     except (FleetError, StoreError) as exc:
         raise UserError(str(exc), where=str(out)) from exc
     doc = {**res.to_json(), "target": args.target, "ca": str(ca_dir)}
-    text = (
-        res.summary()
-        + f"\ntarget {args.target}, issued by the CA in {ca_dir}"
-        + (" (the bench's fleet CA: the bench trusts only it)" if args.target == "bench" else "")
-    )
-    if res.refused:
-        text += "\n" + "\n".join(f"  refused: {r}" for r in res.refused[:20])
-    if images:
-        text += (
-            f"\nflash: esptool --chip {board.chip} write-flash "
-            f"{hex(board.filesystem_offset())} {out}/images/<thing>.littlefs.bin"
-        )
-    _out(args, doc, text)
+    _out(args, doc, _provision_done_text(args, p, res))
     return 1 if res.refused else 0
 
 
@@ -578,43 +611,48 @@ def _revoke_targets(args, store, spec, things_fps: list[tuple[str, str]]) -> str
     return "recorded only (no target)"
 
 
+def _revoke_one_cert(args: argparse.Namespace) -> int:
+    """``revoke --cert FILE``: one certificate on the bench, whoever it belongs to."""
+    from cryptography import x509
+
+    from host_tools.bench import registry as br
+    from provisioning.ca import CAError
+
+    data = args.cert.read_bytes()
+    cert = (
+        x509.load_pem_x509_certificate(data)
+        if b"-----BEGIN" in data
+        else x509.load_der_x509_certificate(data)
+    )
+    cn = cert.subject.rfc4514_string().removeprefix("CN=")
+    if args.dry_run:
+        _out(args, {"plan": {"revoke": cn}}, f"would revoke {cn}'s certificate on the bench")
+        return 0
+    b = _bench(args)
+    b.require_up()
+    _confirm(args, f"revoke the certificate of {cn} on the bench", ask=False)
+    try:
+        entry, new = br.revoke_on_bench(b, cert, cn, args.reason)
+    except CAError as exc:
+        raise UserError(str(exc)) from exc
+    _out(
+        args,
+        entry.__dict__,
+        f"revoked {cn} ({entry.fingerprint[:12]}...)"
+        f"{'' if new else ' (already revoked)'}; bench CRL published, broker restarted",
+    )
+    return 0
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     from provisioning.lifecycle import LifecycleError, find_cert, pending_old, revoke_in_fleet
 
     if getattr(args, "claim", None):
-        from host_tools.claim_cli import revoke_claim
+        from host_tools.identity.claim import revoke_claim
 
         return revoke_claim(args)
     if args.cert:
-        from cryptography import x509
-
-        from host_tools.bench import registry as br
-        from provisioning.ca import CAError
-
-        data = args.cert.read_bytes()
-        cert = (
-            x509.load_pem_x509_certificate(data)
-            if b"-----BEGIN" in data
-            else x509.load_der_x509_certificate(data)
-        )
-        cn = cert.subject.rfc4514_string().removeprefix("CN=")
-        if args.dry_run:
-            _out(args, {"plan": {"revoke": cn}}, f"would revoke {cn}'s certificate on the bench")
-            return 0
-        b = _bench(args)
-        b.require_up()
-        _confirm(args, f"revoke the certificate of {cn} on the bench", ask=False)
-        try:
-            entry, new = br.revoke_on_bench(b, cert, cn, args.reason)
-        except CAError as exc:
-            raise UserError(str(exc)) from exc
-        _out(
-            args,
-            entry.__dict__,
-            f"revoked {cn} ({entry.fingerprint[:12]}...)"
-            f"{'' if new else ' (already revoked)'}; bench CRL published, broker restarted",
-        )
-        return 0
+        return _revoke_one_cert(args)
     store, spec = _store(args)
     todo: list[tuple[str, str]] = []
     for thing in args.things:
@@ -646,6 +684,30 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_text(res, store, target: str) -> str:
+    """What ``rotate`` says: one line per device, then what waits for delivery or
+    confirmation and the command that finishes it."""
+
+    def names(ts: list[str]) -> str:
+        return " ".join(ts[:3]) + (" ..." if len(ts) > 3 else "")
+
+    text = "\n".join(res.lines)
+    if res.undelivered:
+        how = "register them (thingkit register) and " if target == "aws" else ""
+        text += (
+            f"\n{len(res.undelivered)} device(s) wait for delivery: {how}flash or send "
+            f"{store.images_dir}/<thing>.littlefs.bin, then `thingkit rotate --confirm "
+            f"{names(res.undelivered)}`"
+        )
+    if res.unconfirmed:
+        text += (
+            f"\n{len(res.unconfirmed)} kit(s) did not confirm: see `thingkit kit console "
+            f"{res.unconfirmed[0]}`; once they are connected, `thingkit rotate --confirm "
+            f"{names(res.unconfirmed)}`"
+        )
+    return text
+
+
 def cmd_rotate(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -656,7 +718,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     )
 
     if args.over_the_air:
-        from host_tools.claim_cli import rotate_over_the_air
+        from host_tools.identity.claim import rotate_over_the_air
 
         return rotate_over_the_air(args)
     store, spec = _store(args)
@@ -689,35 +751,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         _bench(args).require_up()  # delivery to a kit needs the broker
     _confirm(args, f"issue new certificates for {len(things)} device(s)", ask=target == "aws")
     ca, _pw = _load_ca(args, Path(spec["ca_dir"]))
-    from host_tools.fleet_rotation import rotate_things
+    from host_tools.identity.rotation import rotate_things
 
     res = rotate_things(store, ca, things, target, kits, lambda: _bench(args), timeout=args.timeout)
-    lines, docs, undelivered, unconfirmed = (
-        res.lines,
-        res.docs,
-        res.undelivered,
-        res.unconfirmed,
-    )
     pending = [t for t in things if pending_old(store, t)]
-
-    def names(ts: list[str]) -> str:
-        return " ".join(ts[:3]) + (" ..." if len(ts) > 3 else "")
-
-    text = "\n".join(lines)
-    if undelivered:
-        how = "register them (thingkit register) and " if target == "aws" else ""
-        text += (
-            f"\n{len(undelivered)} device(s) wait for delivery: {how}flash or send "
-            f"{store.images_dir}/<thing>.littlefs.bin, then `thingkit rotate --confirm "
-            f"{names(undelivered)}`"
-        )
-    if unconfirmed:
-        text += (
-            f"\n{len(unconfirmed)} kit(s) did not confirm: see `thingkit kit console "
-            f"{unconfirmed[0]}`; once they are connected, `thingkit rotate --confirm "
-            f"{names(unconfirmed)}`"
-        )
-    _out(args, {"rotated": docs, "pending": pending}, text)
+    text = _rotate_text(res, store, target)
+    _out(args, {"rotated": res.docs, "pending": pending}, text)
     return 0
 
 
@@ -773,145 +812,200 @@ def cmd_bench_reuse(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------
-def _common(sp: argparse.ArgumentParser, dry: bool = True) -> None:
-    if dry:
-        sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-        sp.add_argument("--yes", action="store_true", help="do not ask before acting")
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
+# -- the commands ---------------------------------------------------------------------
+_CA_DIR = state_home() / "ca"
+DRY = (
+    arg("--dry-run", action="store_true", help="print the plan, change nothing"),
+    arg("--yes", action="store_true", help="do not ask before acting"),
+)
+AWS = ArgGroup(
+    (
+        arg("--region", help="AWS region (default: the fleet's)"),
+        arg("--account-id", help="AWS account id (default: from STS)"),
+        arg("--policy-name", default="thingkit-device"),
+        arg("--thing-type", default="thingkit-kit"),
+        arg("--group", action="append", help="static thing group (repeatable)"),
+        arg(
+            "--ca-mode",
+            choices=["register", "none"],
+            default="register",
+            help="register the CA (default) or certificates without a CA",
+        ),
+        arg("--rule-role-arn", help="IAM role the Last-Will topic rule publishes with"),
+        arg("--jitp", action="store_true", help="attach a JITP template to the CA"),
+        arg("--jitp-role-arn"),
+        arg("--claim-template", help="create a fleet-provisioning-by-claim template"),
+        arg("--claim-role-arn"),
+        arg("--rate", type=float, default=10.0, help="API calls per second (default 10)"),
+    ),
+    title="AWS",
+)
+CA_DIR = arg("--dir", type=Path, default=_CA_DIR, help=f"CA directory (default {_CA_DIR})")
 
 
-def _aws_args(sp: argparse.ArgumentParser) -> None:
-    g = sp.add_argument_group("AWS")
-    g.add_argument("--region", help="AWS region (default: the fleet's)")
-    g.add_argument("--account-id", help="AWS account id (default: from STS)")
-    g.add_argument("--policy-name", default="thingkit-device")
-    g.add_argument("--thing-type", default="thingkit-kit")
-    g.add_argument("--group", action="append", help="static thing group (repeatable)")
-    g.add_argument(
-        "--ca-mode",
-        choices=["register", "none"],
-        default="register",
-        help="register the CA (default) or certificates without a CA",
+def _fleet_command(targets: list[str]) -> tuple:
+    """The arguments every fleet command shares."""
+    return (
+        FLEET_DIR,
+        arg("--target", choices=targets, help="default: the fleet's target"),
+        BENCH_ROOT[0],
+        AWS,
+        *DRY,
+        JSON,
     )
-    g.add_argument("--rule-role-arn", help="IAM role the Last-Will topic rule publishes with")
-    g.add_argument("--jitp", action="store_true", help="attach a JITP template to the CA")
-    g.add_argument("--jitp-role-arn")
-    g.add_argument("--claim-template", help="create a fleet-provisioning-by-claim template")
-    g.add_argument("--claim-role-arn")
-    g.add_argument("--rate", type=float, default=10.0, help="API calls per second (default 10)")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``ca``, ``provision``, ``register``, ``revoke``, ``rotate``, ``teardown``."""
-    ca = subparsers.add_parser("ca", help="the fleet CA (offline root, issuing intermediate)")
-    cs = ca.add_subparsers(dest="sub", required=True)
-    d = state_home() / "ca"
-    sp = cs.add_parser("init", help="create a root and issuing CA")
-    sp.add_argument("--dir", type=Path, default=d)
-    sp.add_argument("--name", default="thingkit fleet")
-    sp.add_argument("--org", default="thingkit")
-    sp.add_argument("--root-days", type=int, default=20 * 365)
-    sp.add_argument("--issuing-days", type=int, default=10 * 365)
-    sp.add_argument("--leaf-days", type=int, default=5 * 365)
-    sp.add_argument("--renew-before-days", type=int, default=30)
-    sp.add_argument("--crl-days", type=int, default=30)
-    sp.add_argument("--no-passphrase", action="store_true", help="keys unencrypted (bench only)")
-    _common(sp)
-    sp.set_defaults(func=cmd_ca_init)
-    sp = cs.add_parser("show", help="certificates, policy, revocations")
-    sp.add_argument("--dir", type=Path, default=d)
-    _common(sp, dry=False)
-    sp.set_defaults(func=cmd_ca_show)
-    sp = cs.add_parser("rotate-intermediate", help="new issuing CA from the root")
-    sp.add_argument("--dir", type=Path, default=d)
-    _common(sp)
-    sp.set_defaults(func=cmd_ca_rotate_intermediate)
-
-    sp = subparsers.add_parser("provision", help="issue device identities, configs and images")
-    src = sp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--count", type=int, help="this many devices, serials generated")
-    src.add_argument("--manifest", type=Path, help="the manufacturer's allow list (CSV or JSON)")
-    sp.add_argument(
-        "--fleet", type=Path, dest="out", help="fleet directory (default .thingkit/fleet)"
-    )
-    sp.add_argument("--out", type=Path, dest="out", help=argparse.SUPPRESS)  # earlier name
-    sp.add_argument(
-        "--target",
-        choices=["aws", "bench"],
-        default=None,
-        help="default: aws if --endpoint or --region is given, else the local bench",
-    )
-    sp.add_argument("--bench-root", type=Path)
-    sp.add_argument("--ca", type=Path, help="CA directory for --target aws (default .thingkit/ca)")
-    sp.add_argument("--region")
-    sp.add_argument("--endpoint", help="MQTT endpoint (default: looked up for --region)")
-    sp.add_argument("--port", type=int, default=8883)
-    sp.add_argument("--ntp", action="append", default=None, help="NTP server (repeatable)")
-    sp.add_argument("--server-ca", type=Path, help="endpoint CA (default Amazon Root CA 1)")
-    sp.add_argument("--board", default="esp32-devkitc")
-    sp.add_argument("--model", help="model for records without one (default: the board id)")
-    sp.add_argument("--name-template", default="{model}-{serial}")
-    sp.add_argument("--serial-prefix", default="SN")
-    sp.add_argument("--serial-start", type=int, default=1)
-    sp.add_argument("--no-images", action="store_true")
-    sp.add_argument("--full-images", action="store_true", help="pad images to the partition")
-    sp.add_argument("--trees", action="store_true", help="also write devices/<thing>/ trees")
-    sp.add_argument("--jobs", type=int, help="worker processes (default: one per core)")
-    sp.add_argument(
-        "--skip-refused",
+_THINGS = (
+    arg("things", nargs="*", help="thing names"),
+    arg("--cert", type=Path, help="revoke this certificate (bench kits)"),
+    arg(
+        "--previous",
         action="store_true",
-        help="provision the valid devices even if some are refused",
-    )
-    sp.add_argument(
-        "--claim",
-        action="store_true",
-        help="make a claim batch instead: one claim identity + the allow-list (bench)",
-    )
-    sp.add_argument("--batch", default="thingkit-claim", help="claim batch / template name")
-    sp.add_argument("--sim-kits", action="store_true", help="with --claim: claim-only kits")
-    sp.add_argument("--kits", type=Path, help="virtual kits root (default .thingkit/kits)")
-    _common(sp)
-    sp.set_defaults(func=cmd_provision)
+        help="revoke the superseded certificates (after rotation)",
+    ),
+)
 
-    for name, func, hlp in (
-        ("register", cmd_register, "register the fleet on the bench or AWS IoT"),
-        ("revoke", cmd_revoke, "revoke certificates (bench CRL, AWS REVOKED)"),
-        ("rotate", cmd_rotate, "new certificates before expiry; old ones revoked on confirm"),
-        ("teardown", cmd_teardown, "remove what register created"),
-    ):
-        sp = subparsers.add_parser(name, help=hlp)
-        sp.add_argument("--fleet", type=Path, help="fleet directory (default .thingkit/fleet)")
-        sp.add_argument(
-            "--target",
-            choices=["aws", "bench", "none"] if name == "revoke" else ["aws", "bench"],
-            help="default: the fleet's target",
-        )
-        sp.add_argument("--bench-root", type=Path)
-        _aws_args(sp)
-        _common(sp)
-        sp.set_defaults(func=func)
-        if name in ("revoke", "rotate"):
-            sp.add_argument("things", nargs="*", help="thing names")
-            sp.add_argument("--reason", default="unspecified" if name == "revoke" else "superseded")
-            sp.add_argument("--cert", type=Path, help="revoke this certificate (bench kits)")
-            if name == "revoke":
-                sp.add_argument("--claim", metavar="BATCH", help="disable a batch's claim")
-            sp.add_argument(
-                "--previous",
+GROUPS = {"ca": "the fleet CA (offline root, issuing intermediate)"}
+
+COMMANDS = (
+    Command(
+        "ca init",
+        cmd_ca_init,
+        "create a root and issuing CA",
+        (
+            CA_DIR,
+            arg("--name", default="thingkit fleet"),
+            arg("--org", default="thingkit"),
+            arg("--root-days", type=int, default=20 * 365),
+            arg("--issuing-days", type=int, default=10 * 365),
+            arg("--leaf-days", type=int, default=5 * 365),
+            arg("--renew-before-days", type=int, default=30),
+            arg("--crl-days", type=int, default=30),
+            arg("--no-passphrase", action="store_true", help="keys unencrypted (bench only)"),
+            *DRY,
+            JSON,
+        ),
+    ),
+    Command("ca show", cmd_ca_show, "certificates, policy, revocations", (CA_DIR, JSON)),
+    Command(
+        "ca rotate-intermediate",
+        cmd_ca_rotate_intermediate,
+        "new issuing CA from the root",
+        (CA_DIR, *DRY, JSON),
+    ),
+    Command(
+        "provision",
+        cmd_provision,
+        "issue device identities, configs and images",
+        (
+            ArgGroup(
+                (
+                    arg("--count", type=int, help="this many devices, serials generated"),
+                    arg(
+                        "--manifest",
+                        type=Path,
+                        help="the manufacturer's allow list (CSV or JSON)",
+                    ),
+                ),
+                exclusive=True,
+                required=True,
+            ),
+            arg(
+                "--fleet",
+                type=Path,
+                dest="out",
+                metavar="DIR",
+                help="fleet directory (default .thingkit/fleet)",
+            ),
+            arg("--out", type=Path, dest="out", help=argparse.SUPPRESS),  # earlier name
+            arg(
+                "--target",
+                choices=["aws", "bench"],
+                default=None,
+                help="default: aws if --endpoint or --region is given, else the local bench",
+            ),
+            BENCH_ROOT[0],
+            arg("--ca", type=Path, help="CA directory for --target aws (default .thingkit/ca)"),
+            arg("--region"),
+            arg("--endpoint", help="MQTT endpoint (default: looked up for --region)"),
+            arg("--port", type=int, default=8883),
+            arg("--ntp", action="append", default=None, help="NTP server (repeatable)"),
+            arg("--server-ca", type=Path, help="endpoint CA (default Amazon Root CA 1)"),
+            arg("--board", default="esp32-devkitc"),
+            arg("--model", help="model for records without one (default: the board id)"),
+            arg("--name-template", default="{model}-{serial}"),
+            arg("--serial-prefix", default="SN"),
+            arg("--serial-start", type=int, default=1),
+            arg("--no-images", action="store_true"),
+            arg("--full-images", action="store_true", help="pad images to the partition"),
+            arg("--trees", action="store_true", help="also write devices/<thing>/ trees"),
+            arg("--jobs", type=int, help="worker processes (default: one per core)"),
+            arg(
+                "--skip-refused",
                 action="store_true",
-                help="revoke the superseded certificates (after rotation)",
-            )
-        if name == "rotate":
-            sp.add_argument("--due", action="store_true", help="every certificate due for renewal")
-            sp.add_argument(
+                help="provision the valid devices even if some are refused",
+            ),
+            arg(
+                "--claim",
+                action="store_true",
+                help="make a claim batch instead: one claim identity + the allow-list (bench)",
+            ),
+            arg("--batch", default="thingkit-claim", help="claim batch / template name"),
+            arg("--sim-kits", action="store_true", help="with --claim: claim-only kits"),
+            arg("--kits", type=Path, help="virtual kits root (default .thingkit/kits)"),
+            *DRY,
+            JSON,
+        ),
+    ),
+    Command(
+        "register",
+        cmd_register,
+        "register the fleet on the bench or AWS IoT",
+        _fleet_command(["aws", "bench"]),
+    ),
+    Command(
+        "revoke",
+        cmd_revoke,
+        "revoke certificates (bench CRL, AWS REVOKED)",
+        (
+            *_fleet_command(["aws", "bench", "none"]),
+            *_THINGS,
+            arg("--reason", default="unspecified"),
+            arg("--claim", metavar="BATCH", help="disable a batch's claim"),
+        ),
+    ),
+    Command(
+        "rotate",
+        cmd_rotate,
+        "new certificates before expiry; old ones revoked on confirm",
+        (
+            *_fleet_command(["aws", "bench"]),
+            *_THINGS,
+            arg("--reason", default="superseded"),
+            arg("--due", action="store_true", help="every certificate due for renewal"),
+            arg(
                 "--confirm",
                 action="store_true",
                 help="devices confirmed: revoke their old certificates",
-            )
-            sp.add_argument("--kits", type=Path, help="virtual kits root (bench delivery)")
-            sp.add_argument(
+            ),
+            arg("--kits", type=Path, help="virtual kits root (bench delivery)"),
+            arg(
                 "--over-the-air",
                 action="store_true",
                 help="the running kit makes the new key and CSR; old revoked once it switched",
-            )
-            sp.add_argument("--timeout", type=float, default=60.0)
+            ),
+            arg("--timeout", type=float, default=60.0),
+        ),
+    ),
+    Command(
+        "teardown",
+        cmd_teardown,
+        "remove what register created",
+        _fleet_command(["aws", "bench"]),
+    ),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the identity commands to a parser (for tests of this feature alone)."""
+    build(subparsers, COMMANDS, GROUPS)
