@@ -310,9 +310,20 @@ class FleetModel:
         if rest[0] == "name" and len(rest) >= 3:
             shadow, rest = rest[1], rest[2:]
         op = "/".join(rest)
-        if op not in ("update/documents", "delete/accepted"):
+        if op not in ("update/documents", "delete/accepted", "get/accepted"):
             return None
         th = self.thing(name)
+        if op == "get/accepted":  # the answer to a shadow get: the document itself
+            doc = _json(payload)
+            if not isinstance(doc, dict) or not isinstance(doc.get("state"), dict):
+                return None
+            known = th.shadows.get(shadow) or {}
+            if "raw" in known:
+                known = (_json(known["raw"]) or {}).get("current") or {}
+            if _number(known.get("version")) and known["version"] >= (doc.get("version") or 0):
+                return None  # an update seen since is newer
+            self._set_shadow(th, shadow, doc, None)
+            return Change(name, {"row", "shadow"})
         if op == "delete/accepted":
             th.shadows.pop(shadow, None)
             return Change(name, {"row", "shadow"})
@@ -363,6 +374,42 @@ class FleetModel:
         return Change(client_id, {"row"})
 
     # -- jobs and rollouts -----------------------------------------------------------
+    def set_pending_jobs(self, thing: str, payload: bytes) -> Change | None:
+        """A thing's pending jobs from the jobs device API (``jobs/notify``, or the
+        answer of ``jobs/get``): ids and states without the job documents, which only
+        the control plane gives (a remote cloud's view)."""
+        doc = _json(payload)
+        if not isinstance(doc, dict):
+            return None
+        if isinstance(doc.get("jobs"), dict):  # notify: {"jobs": {"QUEUED": [...], ...}}
+            groups = doc["jobs"]
+        elif "queuedJobs" in doc or "inProgressJobs" in doc:  # get/accepted
+            groups = {"QUEUED": doc.get("queuedJobs"), "IN_PROGRESS": doc.get("inProgressJobs")}
+        else:
+            return None
+        mine = []
+        for status, entries in groups.items():
+            for e in entries if isinstance(entries, list) else []:
+                if isinstance(e, dict) and e.get("jobId"):
+                    mine.append(
+                        {
+                            "jobId": str(e["jobId"]),
+                            "status": status,
+                            "jobStatus": "",
+                            "operation": "",
+                            "version": "",
+                            "queuedAt": e.get("queuedAt"),
+                            "lastUpdatedAt": e.get("lastUpdatedAt"),
+                            "statusDetails": {},
+                        }
+                    )
+        mine.sort(key=lambda e: e.get("queuedAt") or 0)
+        th = self.thing(thing)
+        if mine == th.jobs:
+            return None
+        th.jobs = mine
+        return Change(thing, {"jobs"})
+
     def set_jobs(self, jobs: list[dict[str, Any]]) -> list[str]:
         """Replace the job listing (describe_job docs, each with ``executions``); return
         the things whose jobs or target version changed."""

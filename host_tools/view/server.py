@@ -37,6 +37,7 @@ from aiohttp import web
 from host_tools.bench.bench import Bench
 from host_tools.errors import UserError
 from host_tools.view.model import CONSOLE_LINES, Change, Thing
+from host_tools.view.remote import RemoteSource, RemoteSpec
 from host_tools.view.source import BenchSource, read_lines
 
 log = logging.getLogger("thingkit")
@@ -88,19 +89,27 @@ class ViewServer:
 
     def __init__(
         self,
-        bench: Bench,
+        bench: Bench | None,
         kits_dirs: list[Path],
         host: str = "127.0.0.1",
         port: int = 8780,
         token: str | None = None,
         read_only: bool = False,
+        remote: RemoteSpec | None = None,
     ) -> None:
+        """The view of ``bench``, or with ``remote`` (and no bench) of a remote cloud
+        read over MQTT only (:class:`~host_tools.view.remote.RemoteSource`)."""
         check_bind(host, token)
         self.bench, self.host, self.port = bench, host, port
         self.token, self.read_only = token, read_only
         self.csrf = secrets.token_urlsafe(24)
         self.watchers: set[Watcher] = set()
-        self.source = BenchSource(bench, kits_dirs, self._on_change, self._on_rollouts)
+        self.source: BenchSource | RemoteSource
+        if remote is not None:
+            self.source = RemoteSource(remote, self._on_change, self._on_rollouts)
+        else:
+            assert bench is not None
+            self.source = BenchSource(bench, kits_dirs, self._on_change, self._on_rollouts)
         self.runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task] = set()
 
@@ -219,7 +228,7 @@ class ViewServer:
         text = (STATIC / "index.html").read_text()
         text = text.replace("{{csrf}}", html.escape(self.csrf))
         text = text.replace("{{readonly}}", "1" if self.read_only else "0")
-        text = text.replace("{{bench}}", html.escape(str(self.bench.layout.root)))
+        text = text.replace("{{bench}}", html.escape(self.source.describe()))
         return web.Response(text=text, content_type="text/html")
 
     def _snapshot(self, thing: str | None) -> dict[str, Any]:
@@ -229,6 +238,7 @@ class ViewServer:
             "rows": [t.row() for t in m.things.values()],
             "rollouts": m.rollouts(),
             "readonly": self.read_only,
+            "unavailable": self.source.unavailable,  # what this source cannot know, and why
         }
         if thing is not None:
             th = m.things.get(thing) or Thing(thing)  # a page never adds a thing

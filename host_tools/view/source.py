@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 
@@ -121,7 +121,11 @@ class BenchSource:
     """Feeds a :class:`FleetModel` from a running bench; calls ``on_change`` per change.
 
     Every method except :meth:`start`'s MQTT callbacks runs on the asyncio loop.
+    :class:`host_tools.view.remote.RemoteSource` offers the same methods from MQTT only.
     """
+
+    remote = False
+    unavailable: ClassVar[dict[str, str]] = {}  # nothing: the bench has it all
 
     def __init__(
         self,
@@ -143,6 +147,9 @@ class BenchSource:
         self._lock = threading.Lock()
         self._inbox: list[tuple[str, bytes, float, bool]] = []
         self._watched: dict[str, int] = {}
+
+    def describe(self) -> str:
+        return str(self.bench.layout.root)
 
     # -- start / stop ------------------------------------------------------------------
     async def start(self) -> None:

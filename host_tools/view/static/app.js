@@ -12,6 +12,7 @@ const rows = new Map();
 let rollouts = [];
 let sortKey = "name", sortDir = 1;
 let es = null, kit = null, renderPending = false;
+let UNAV = {};  // what this cloud cannot tell (remote mode), and why: {cert, console, ...}
 
 function esc(v) {
   return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -44,6 +45,8 @@ function connect(thing) {
     rows.clear();
     for (const r of d.rows) rows.set(r.name, r);
     rollouts = d.rollouts;
+    UNAV = d.unavailable || {};
+    $("#unavailable-note").textContent = UNAV.refused ? `Refused connections: ${UNAV.refused}.` : "";
     kit = d.kit || null;
     renderAll();
   });
@@ -189,7 +192,7 @@ $("#state-filter").addEventListener("change", renderFleet);
 // -- one kit -------------------------------------------------------------------------
 function renderKit() {
   renderKitHead(); renderTelemetry(); renderVitals(); renderShadows(); renderJobs(); renderCert();
-  if (!kit.console) $("#kit-console").textContent = "(not a virtual kit on this machine: no console)";
+  if (!kit.console) $("#kit-console").textContent = UNAV.console ? `Console: ${UNAV.console}.` : "(not a virtual kit on this machine: no console)";
 }
 function renderKitHead() {
   if (!kit) return;
@@ -260,11 +263,19 @@ function renderJobs() {
     j.slice().reverse().map((e) => `<tr data-job="${esc(e.jobId)}"><td>${esc(e.jobId)}</td><td>${esc(e.operation)}</td>` +
       `<td>${esc(e.version)}</td><td><span class="chip ${esc(e.status)}">${esc(e.status)}</span></td><td>${esc(e.jobStatus)}</td>` +
       `<td>${e.jobStatus === "IN_PROGRESS" ? `<button class="action cancel" data-job="${esc(e.jobId)}">Cancel…</button>` : ""}</td></tr>`).join("") +
-    "</table>" : '<p class="muted">no jobs</p>';
+    "</table>" : `<p class="muted">${UNAV.cancel ? "no pending jobs" : "no jobs"}</p>`;
+  if (UNAV.cancel) $("#kit-jobs").insertAdjacentHTML("beforeend", `<p class="muted unavailable">Job documents and cancelling: ${esc(UNAV.cancel)}.</p>`);
 }
 function renderCert() {
   if (!kit) return;
   const c = kit.cert || {};
+  if (c.unavailable) {
+    $("#kit-cert").innerHTML = dl({ "certificate (expiry, revoked)": c.unavailable });
+    $("#kit-cert").dataset.revoked = "unknown";
+    $("#revoke").disabled = true;
+    $("#revoke").title = UNAV.revoke || c.unavailable;
+    return;
+  }
   const days = c.not_after ? Math.floor((c.not_after - Date.now() / 1000) / 86400) : null;
   const shown = {
     subject: c.subject, issuer: c.issuer, serial: c.serial, "SHA-256 fingerprint": c.fingerprint,
@@ -326,7 +337,7 @@ function renderRollouts() {
         (st.abort_threshold !== null ? ` (aborts above ${st.abort_threshold}%)` : "") +
         (st.status === "IN_PROGRESS" ? ` <button class="action cancel" data-job="${esc(st.jobId)}">Cancel…</button>` : "") +
         `<br>${st.executions.map((e) => `<span class="chip ${esc(e.status)}" title="${esc(e.status)}">${esc(e.thing)}</span>`).join("")}</p>`;
-    }).join("") + "</div>").join("") || '<p class="muted">no OTA rollouts on this bench</p>';
+    }).join("") + "</div>").join("") || (UNAV.rollouts ? `<p class="muted unavailable">Rollouts: ${esc(UNAV.rollouts)}.</p>` : '<p class="muted">no OTA rollouts on this bench</p>');
 }
 
 setInterval(() => {
