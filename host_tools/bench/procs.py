@@ -72,15 +72,22 @@ def port_holder(port: int, kind: int = socket.SOCK_STREAM) -> str:
 def running(pid: int | None, mark: str) -> bool:
     """Whether ``pid`` is alive and is the process we started: its command line holds
     ``mark`` (a path of the bench). A pid saved before a reboot may name another process."""
-    if not alive(pid):
-        return False
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # no /proc to ask: trust the pid
-    return mark.encode() in cmd
+    deadline = time.monotonic() + 1.0
+    while True:
+        if not alive(pid):
+            return False
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # no /proc to ask: trust the pid
+        # An empty command line is a process between states (being set up or exiting):
+        # ask again rather than calling it someone else's (seen: a rollback right after a
+        # start left the services process running).
+        if cmd or time.monotonic() > deadline:
+            return mark.encode() in cmd
+        time.sleep(0.01)
 
 
 def spawn(argv: list[str], log: Path, cwd: Path | None = None, env: dict | None = None) -> int:
