@@ -194,6 +194,12 @@ class FakeBoard:
         while True:
             data = proc.stdout.read1(4096)
             if not data:
+                # machine.reset() (the sim board layer exits with status 75): a board
+                # restarts, so the fake one starts its firmware again.
+                if proc.wait() == 75:
+                    with self._lock:
+                        if self._proc is proc:
+                            self._start("firmware", "soft")
                 return
             if SOFT_RESET in data:
                 data = data.replace(SOFT_RESET, b"")

@@ -8,7 +8,8 @@ leaves it. The steps, and who does each:
    into the thing's shadow;
 2. kit: publishes ``{"rid", "certificateSigningRequest", "currentCertificatePem"}`` on
    ``<prefix>/<thing>/identity/csr``, a topic of its own least-privilege policy (on AWS,
-   a topic rule calling ``CreateCertificateFromCsr`` plays this service's part);
+   the operator's connection plays this service's part with ``CreateCertificateFromCsr``:
+   :func:`host_tools.identity.rotation.rotate_aws_over_the_air`);
 3. service (:func:`attach`, in the services process): checks that a rotation was asked
    with that id, that the CSR verifies and names the thing, and that the current
    certificate is the one registered; issues the certificate from the bench's fleet CA
@@ -18,9 +19,14 @@ leaves it. The steps, and who does each:
 5. operator: sees that report, registers the new fingerprint, revokes the old
    certificate (CRL; the broker restarts and the kit must reconnect: only the new
    certificate can then get in, which proves it), and clears the request. A kit that did
-   not switch within the time-out keeps its old certificate (never revoked); the
-   unused new one is revoked instead. Every step is a line of the bench's provisioning
+   not switch within the time-out keeps its old certificate (never revoked); the new
+   one is kept as "unconfirmed" (the kit may still come back on it; the next confirmed
+   rotation revokes it). Every step is a line of the bench's provisioning
    events file.
+
+The operator's side needs only the bench and MQTT: the kit may be a virtual kit or a
+board (tests/host/test_rotation_serial.py rotates one on the fake board of the HIL
+serial target).
 """
 
 from __future__ import annotations

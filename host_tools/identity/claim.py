@@ -125,6 +125,8 @@ def rotate_over_the_air(args: argparse.Namespace) -> int:
 
     if not args.things:
         raise UserError("name the things to rotate", "thingkit rotate --over-the-air THING")
+    if args.target == "aws":
+        return rotate_over_the_air_aws(args)
     bench = _bench(args)
     if args.dry_run:
         _out(
@@ -145,4 +147,54 @@ def rotate_over_the_air(args: argparse.Namespace) -> int:
         {"rotated": [r.__dict__ for r in reps]},
         "\n".join(r.line() for r in reps),
     )
+    return 0 if all(r.confirmed for r in reps) else 1
+
+
+def rotate_over_the_air_aws(args: argparse.Namespace) -> int:
+    """``thingkit rotate --over-the-air --target aws THING...``: the kit's CSR read on its
+    own topic by an operator MQTT connection to the AWS IoT endpoint, the certificate made
+    by ``CreateCertificateFromCsr`` and sent back on the same topic, the old certificate
+    revoked once the kit reports the new one and answers a ping
+    (:func:`host_tools.identity.rotation.rotate_aws_over_the_air`). Run against moto and
+    the bench's broker only (tests/host/test_rotation_aws.py)."""
+    from host_tools.identity.cli import _aws, _confirm, _out
+    from host_tools.identity.rotation import DeviceLink, rotate_aws_over_the_air
+    from host_tools.view.remote import RemoteSpec, split_endpoint
+    from provisioning.store import FleetStore
+
+    fleet = args.fleet or state_home() / "fleet"
+    spec = FleetStore(fleet).read_spec() or {}
+    if args.dry_run:
+        _out(
+            args,
+            {"plan": list(args.things)},
+            "\n".join(
+                f"would ask {t} for a CSR and call CreateCertificateFromCsr" for t in args.things
+            ),
+        )
+        return 0
+    if not (args.operator_cert and args.operator_key):
+        raise UserError(
+            "rotate --over-the-air --target aws needs --operator-cert FILE --operator-key FILE",
+            "an identity whose policy allows the kit's identity/csr, ping/pong and shadow topics",
+        )
+    iot, opts = _aws(args, spec, False)
+    endpoint = (
+        args.endpoint
+        or spec.get("endpoint")
+        or iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+    )
+    host, port = split_endpoint(endpoint, 8883)
+    _confirm(args, f"rotate {len(args.things)} certificate(s) on AWS IoT", ask=True)
+    quiet = getattr(args, "json", False)
+    say = None if quiet else (lambda s: print(s, file=sys.stderr))
+    reps = []
+    for thing in args.things:
+        remote = RemoteSpec(host, port, args.operator_cert, args.operator_key,
+                            args.endpoint_ca, [thing], opts.topic_prefix)  # fmt: skip
+        remote.check()
+        with DeviceLink(host, port, thing, remote.context(), opts.topic_prefix) as link:
+            reps.append(rotate_aws_over_the_air(iot, link, thing, opts.policy_name,
+                                                args.timeout, args.old_status, say))  # fmt: skip
+    _out(args, {"rotated": [r.__dict__ for r in reps]}, "\n".join(r.line() for r in reps))
     return 0 if all(r.confirmed for r in reps) else 1

@@ -57,6 +57,9 @@ def device_topics(prefix: str = "thingkit", thing: str = THING, named=NAMED_SHAD
     own = f"{prefix}/{thing}"
     publish = [f"{own}/{t}" for t in DEVICE_PUBLISHES]
     receive = [f"{own}/{t}" for t in DEVICE_SUBSCRIBES]
+    # certificate rotation over the air: the kit sends its CSR, the operator answers
+    publish.append(f"{own}/identity/csr")
+    receive += [f"{own}/identity/csr/accepted", f"{own}/identity/csr/rejected"]
     for base in shadow_bases(thing, named):
         for op in _SHADOW_OPS:
             publish.append(f"{base}/{op}")

@@ -92,7 +92,10 @@ def test_device_policy_is_exactly_least_privilege() -> None:
         for r in s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]:
             assert r.startswith(f"arn:aws:iot:{REGION}:{ACCOUNT}:") and THING in r
     t = device_topics()
-    assert len(t["publish"]) == 4 + 3 * 3 + 3 and len(set(t["receive"])) == len(t["receive"])
+    # 4 own topics + the CSR of a rotation, 3 shadows x 3 operations, 3 jobs requests
+    assert len(t["publish"]) == 4 + 1 + 3 * 3 + 3 and len(set(t["receive"])) == len(t["receive"])
+    assert _arn("topic", f"thingkit/{THING}/identity/csr") in pub
+    assert _arn("topicfilter", f"thingkit/{THING}/identity/csr/accepted") in sub
 
 
 def test_wildcards_are_found() -> None:
