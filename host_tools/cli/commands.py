@@ -13,6 +13,7 @@ from host_tools.cli import bench_cmds, kit_cmds
 from host_tools.cli.table import Command
 from host_tools.fleet_sim import cli as fleet_cli
 from host_tools.identity import cli as identity_cli
+from host_tools.ldt import cli as ldt_cli
 from host_tools.ota import cli as ota_cli
 from host_tools.validate import cli as validate_cli
 from host_tools.view import cli as view_cli
@@ -37,5 +38,6 @@ COMMANDS: tuple[Command, ...] = (
     *fleet_cli.COMMANDS,
     *identity_cli.COMMANDS,
     *validate_cli.COMMANDS,
+    *ldt_cli.COMMANDS,
     *view_cli.COMMANDS,
 )
