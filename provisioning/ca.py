@@ -461,12 +461,20 @@ class CertificateAuthority:
 
     def leaf_issuer(
         self, usage: Usage, days: int = LEAF_DAYS, sans: list[x509.GeneralName] | None = None
-    ):
-        """A function ``(common_name, key, serial=None) -> certificate`` issuing leaves.
+    ) -> LeafIssuer:
+        """A :class:`LeafIssuer`: ``issuer(common_name, key, serial=None) -> certificate``,
+        and ``issuer.many(common_names, public_keys)`` for bulk issuance.
 
         Everything but the subject, key and serial is built once (validity from now), so
         bulk issuance signs each certificate with no other work; :meth:`issue` uses it too,
-        so there is one certificate profile.
+        so there is one certificate profile. ``key`` is the subject's public key, or any
+        object whose ``public_key()`` gives it (its private key).
+
+        The extensions are encoded once, by ``cryptography`` itself
+        (``ExtensionType.public_bytes``), and added to every certificate as those bytes:
+        the certificate is byte for byte the one the typed extensions give (a test checks
+        it) and is read back with its typed extensions, but signing does not encode the
+        same four extensions again for every device.
         """
         now = _now()
         eku = (
@@ -474,48 +482,113 @@ class CertificateAuthority:
             if usage is Usage.CLIENT
             else ExtendedKeyUsageOID.SERVER_AUTH
         )
+        issuer = self.issuing.cert.subject
+        aware_after = min(now + dt.timedelta(days=days), self.issuing.cert.not_valid_after_utc)
         base = (
             x509.CertificateBuilder()
-            .issuer_name(self.issuing.cert.subject)
+            .issuer_name(issuer)
             .not_valid_before(now - _BACKDATE)
-            .not_valid_after(
-                min(now + dt.timedelta(days=days), self.issuing.cert.not_valid_after_utc)
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.issuing.key.public_key()),
-                critical=False,
-            )
+            .not_valid_after(aware_after)
         )
-        if sans:
-            base = base.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        signer = self.issuing.key
-        sha256 = hashes.SHA256()
+        exts = []
+        for ext, critical in leaf_extensions(self.issuing.key.public_key(), eku, sans):
+            raw = x509.UnrecognizedExtension(ext.oid, ext.public_bytes())
+            base = base.add_extension(raw, critical)
+            exts.append(x509.Extension(ext.oid, critical, raw))
+        # The builder keeps times as naive UTC.
+        not_before = (now - _BACKDATE).astimezone(dt.UTC).replace(tzinfo=None)
+        not_after = aware_after.astimezone(dt.UTC).replace(tzinfo=None)
+        return LeafIssuer(base, issuer, exts, self.issuing.key, not_before, not_after)
 
-        def issue(common_name: str, key: ec.EllipticCurvePrivateKey, serial: int | None = None):
-            return (
-                base.subject_name(_name(common_name))
-                .public_key(key.public_key())
-                .serial_number(serial or x509.random_serial_number())
-                .sign(signer, sha256)
-            )
 
-        return issue
+class LeafIssuer:
+    """Issues leaf certificates of one profile: see :meth:`CertificateAuthority.leaf_issuer`.
+
+    Attributes:
+        not_valid_before, not_valid_after: the validity of every certificate (UTC).
+    """
+
+    def __init__(  # made by CertificateAuthority.leaf_issuer
+        self,
+        base: x509.CertificateBuilder,
+        issuer: x509.Name,
+        extensions: list[x509.Extension],
+        signer: ec.EllipticCurvePrivateKey,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+    ) -> None:
+        self._base, self._issuer, self._exts, self._signer = base, issuer, extensions, signer
+        self._nb, self._na = not_before, not_after  # naive UTC, as the builder keeps them
+        self.not_valid_before = not_before.replace(tzinfo=dt.UTC)
+        self.not_valid_after = not_after.replace(tzinfo=dt.UTC)
+        self._sha256 = hashes.SHA256()
+
+    def __call__(self, common_name: str, key, serial: int | None = None) -> x509.Certificate:
+        """A certificate for ``key`` (a public key, or an object whose ``public_key()``
+        gives it), CN ``common_name``; ``serial`` defaults to a fresh random one."""
+        pub = key if isinstance(key, ec.EllipticCurvePublicKey) else key.public_key()
+        if serial is None and isinstance(pub, ec.EllipticCurvePublicKey):
+            return self.many([common_name], [pub])[0]
+        return (
+            self._base.subject_name(_name(common_name))
+            .public_key(pub)
+            .serial_number(serial or x509.random_serial_number())
+            .sign(self._signer, self._sha256)
+        )
+
+    def many(
+        self, common_names: list[str], public_keys: list[ec.EllipticCurvePublicKey]
+    ) -> list[x509.Certificate]:
+        """One certificate per (CN, EC P-256 public key), each with a fresh random serial.
+
+        Each step runs over the whole list (names, then builders, then signatures), which
+        keeps its code in the CPU caches: bulk issuance's path. Every field is known good
+        here (names made by ``x509.Name``, EC keys, random serials, this profile's times
+        and extensions), so each builder is made in one step rather than through the
+        builder's setters, which would check them again.
+        """
+        if not all(isinstance(k, ec.EllipticCurvePublicKey) for k in public_keys):
+            return [self(cn, k) for cn, k in zip(common_names, public_keys, strict=True)]
+        issuer, nb, na, exts = self._issuer, self._nb, self._na, self._exts
+        names = [_name(cn) for cn in common_names]
+        serial = x509.random_serial_number
+        builder = x509.CertificateBuilder
+        builders = [
+            builder(issuer, name, key, serial(), nb, na, exts)
+            for name, key in zip(names, public_keys, strict=True)
+        ]
+        signer, sha256 = self._signer, self._sha256
+        return [b.sign(signer, sha256) for b in builders]
+
+
+def leaf_extensions(
+    issuer_key: ec.EllipticCurvePublicKey,
+    eku: x509.ObjectIdentifier,
+    sans: list[x509.GeneralName] | None = None,
+) -> list[tuple[x509.ExtensionType, bool]]:
+    """The extensions of a device (leaf) certificate, with their criticality, in order."""
+    exts: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            True,
+        ),
+        (x509.ExtendedKeyUsage([eku]), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key), False),
+    ]
+    if sans:
+        exts.append((x509.SubjectAlternativeName(sans), False))
+    return exts
 
 
 def _retired_stem(cert: x509.Certificate) -> str:
