@@ -118,6 +118,7 @@ def test_power_cut_while_offline_replays_the_previous_boot(own_bench, make_kit, 
 
     missing_a = ledger.wait_complete(boot_a, durable_a, 30)
     assert missing_a == [], f"boot A never arrived: {missing_a}\n{kit.console()[-2000:]}"
+    ledger.wait(lambda s: len(s.boots()) >= 2, 20)  # boot B's queue follows A's backlog
     boots = ledger.boots()
     assert len(boots) == 2 and boots[0] == boot_a, boots
     boot_b = boots[1]

@@ -74,9 +74,51 @@ case "$cmd" in
   validate) exec .venv/bin/thingkit validate --board sim "$@" ;;
   test)
     # The documentation in its three formats and the Appendix B audit are part of the
-    # tests: a change that breaks either fails here, as in CI.
-    bash scripts/docs.sh
-    .venv/bin/thingkit audit
-    exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
+    # tests: a change that breaks either fails here, as in CI. The HTML and single-page
+    # builds (with the same -W -n flags) are tests in tests/host/test_docs.py; the PDF
+    # builds here, beside the tests, its output kept in reports/docs-pdf.log.
+    t0=$(date +%s)
+    mkdir -p reports
+    bash scripts/docs.sh pdf >reports/docs-pdf.log 2>&1 &
+    docs_pid=$!
+    rc=0
+    .venv/bin/thingkit audit || rc=$?
+    # Python may keep bytecode (__pycache__/, git-ignored): hundreds of subprocesses
+    # import host_tools, and each worker imports every test module.
+    unset PYTHONDONTWRITEBYTECODE
+    .venv/bin/python -m pytest -q -p no:cacheprovider --collect-only >/dev/null 2>&1 || true
+    # Tests run in parallel (pytest-xdist), the longest first (conftest.py): most wait on
+    # virtual kits and a broker, so more workers than CPUs pays; each worker has its own
+    # benches, kits, ports and temporary files. TK_TEST_WORKERS=0: one after another.
+    workers=${TK_TEST_WORKERS:-10}
+    dist=(-n "$workers")
+    [ "$workers" = 0 ] || dist+=(--dist loadgroup)
+    .venv/bin/python -m pytest -q -p no:cacheprovider "${dist[@]}" --durations=15 "$@" || {
+      tests_rc=$?
+      [ "$rc" -ne 0 ] || rc=$tests_rc
+    }
+    docs_rc=0
+    wait "$docs_pid" || docs_rc=$?
+    if [ "$docs_rc" -ne 0 ]; then
+      cat reports/docs-pdf.log >&2
+      echo "test: the PDF documentation does not build (exit $docs_rc)" >&2
+      [ "$rc" -ne 0 ] || rc=$docs_rc
+    else
+      tail -n 1 reports/docs-pdf.log
+    fi
+    # With --junitxml=FILE (as .ci/run passes): the slowest tests and the wall time.
+    junit=
+    for arg in "$@"; do
+      case "$arg" in
+        --junitxml=*) junit=${arg#--junitxml=} ;;
+      esac
+    done
+    if [ -n "$junit" ] && [ -f "$junit" ]; then
+      .venv/bin/python -m benchmarks.slow_tests "$junit" --top 25 >"${junit%.xml}-slowest.txt"
+      head -n 4 "${junit%.xml}-slowest.txt"
+      echo "test: slowest tests in ${junit%.xml}-slowest.txt"
+    fi
+    echo "test: docs, audit and tests in $(($(date +%s) - t0)) s (exit $rc)"
+    exit "$rc" ;;
   *) echo "usage: bash scripts/dev.sh [setup|validate|test] [args...]" >&2; exit 2 ;;
 esac

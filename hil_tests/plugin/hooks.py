@@ -10,12 +10,18 @@ Markers:
 - ``hil_timeout(seconds)``: this test's time limit.
 
 Tests without markers get them from :mod:`hil_tests.plugin.mapping`.
+
+Under pytest-xdist (``-n N``) each worker has its own target, benches and kits and writes
+its tests' artifacts (one directory per test); the controller folds the test reports the
+workers send it into one summary, and pytest's own ``--junitxml`` is written there too.
+A serial target drives one board, so it refuses ``-n``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Generator
 from pathlib import Path
 
@@ -24,7 +30,15 @@ import pytest
 from hil_tests.plugin import checklist, mapping
 from hil_tests.plugin import report as rpt
 from hil_tests.plugin.artifacts import Artifacts, dir_name_for
-from hil_tests.plugin.session import ARTIFACTS, add_options, hil_session, is_hil
+from hil_tests.plugin.session import (
+    ARTIFACTS,
+    HilSession,
+    add_options,
+    hil_session,
+    is_distributed,
+    is_hil,
+    is_worker,
+)
 from hil_tests.plugin.timeout import bounded, limit_for
 
 MARKERS = (
@@ -45,7 +59,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for m in MARKERS:
         config.addinivalue_line("markers", m)
-    hil_session(config)
+    s = hil_session(config)
+    if is_distributed(config) and s.options.name() == "serial":
+        raise pytest.UsageError(
+            "the serial target drives one board at a time: run the HIL tests without -n"
+        )
+    config.pluginmanager.register(_Recorder(s), "thingkit-hil-recorder")
 
 
 def _marker_args(item: pytest.Item, name: str) -> list[str]:
@@ -57,6 +76,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     hil_items = [i for i in items if is_hil(i)]
     if not hil_items:
         return
+    s.ran_hil = True
     target = s.target
     bad = []
     for item in hil_items:
@@ -131,31 +151,50 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     s = hil_session(item.config)
     art = item.stash.get(ARTIFACTS, None)
     first_failure = report.when == "setup" and report.failed
+    added: list[tuple[str, str]] = []
     if art is not None and not art.empty() and (report.when == "call" or first_failure):
         out = s.report_dir / dir_name_for(item.nodeid)
         files = art.write(out)
-        rel = _shown(out, s.report_dir)
-        item.user_properties.append(("artifacts", rel))
+        # Relative to the report directory, where the summary that links to it lives.
+        added.append(("artifacts", out.relative_to(s.report_dir).as_posix()))
         if report.failed:
             listing = "\n".join(str(f) for f in files) or "(nothing recorded)"
             report.sections.append(("thingkit HIL artifacts", listing))
-    _record(s, item, report)
+    if report.when == "call" and getattr(report, "wasxfail", None) is not None and report.passed:
+        added.append(("hil_outcome", rpt.XPASSED))
+    # The item's properties go to the JUnit XML (with the teardown report); the report's
+    # go to whoever folds reports into the summary (this process, or the xdist controller).
+    item.user_properties += added
+    report.user_properties += added
 
 
-def _shown(path: Path, base: Path) -> str:
-    try:
-        return str(path.relative_to(base.parent))
-    except ValueError:
-        return str(path)
+class _Recorder:
+    """Folds test reports into the summary's outcomes where the summary is written: the
+    only process, or the xdist controller (which gets every worker's reports)."""
+
+    def __init__(self, session: HilSession) -> None:
+        self.s = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not is_worker(self.s.config):
+            _record(self.s, report)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:  # pytest-xdist's hook
+        data = getattr(node, "workeroutput", {}).get("thingkit_hil")
+        if data:
+            self.s.from_workers.append(data)
 
 
-def _record(s, item: pytest.Item, report: pytest.TestReport) -> None:
-    """Fold one phase's report into the test's outcome for the summary."""
-    props = dict(item.user_properties)
-    o = s.outcomes.get(item.nodeid)
+def _record(s: HilSession, report: pytest.TestReport) -> None:
+    """Fold one phase's report of a HIL test into the test's outcome for the summary."""
+    props = {k: v for k, v in report.user_properties}
+    if "hil_nodeid" not in props:
+        return  # not a HIL test
+    o = s.outcomes.get(report.nodeid)
     if o is None:
-        o = s.outcomes[item.nodeid] = rpt.Outcome(
-            item.nodeid,
+        o = s.outcomes[report.nodeid] = rpt.Outcome(
+            report.nodeid,
             rpt.PASSED,
             checklist=props.get("checklist", "").split(),
             target=props.get("hil_target", ""),
@@ -172,8 +211,6 @@ def _record(s, item: pytest.Item, report: pytest.TestReport) -> None:
         if wasxfail is not None:
             o.outcome = rpt.XFAILED if report.skipped else rpt.XPASSED
             o.detail = wasxfail or "known failure"
-            if o.outcome == rpt.XPASSED:
-                item.user_properties.append(("hil_outcome", rpt.XPASSED))
         elif report.failed:
             o.outcome, o.detail = rpt.FAILED, _fail_text(report)
         elif report.skipped:
@@ -193,8 +230,10 @@ def _fail_text(report: pytest.TestReport) -> str:
     return text.strip().splitlines()[0] if text.strip() else "failed"
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _clear_previous(hil_session(session.config).report_dir)
+    if not is_worker(session.config):  # before any worker writes this run's artifacts
+        _clear_previous(hil_session(session.config).report_dir)
 
 
 def _clear_previous(report_dir: Path) -> None:
@@ -205,27 +244,56 @@ def _clear_previous(report_dir: Path) -> None:
         return
     for t in prev.get("tests", []):
         d = t.get("artifacts")
-        if d and not Path(d).is_absolute() and ".." not in Path(d).parts:
-            shutil.rmtree(report_dir.parent / d, ignore_errors=True)
+        if not d or Path(d).is_absolute() or ".." in Path(d).parts:
+            continue
+        path = report_dir / d
+        if not path.exists() and Path(d).parts[0] == report_dir.name:
+            path = report_dir.parent / d  # written before links were report-relative
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = hil_session(session.config)
     try:
-        if s.outcomes:
-            s.paths = rpt.write(  # type: ignore[attr-defined]
-                s.report_dir, list(s.outcomes.values()), s.components(), s.meta()
-            )
+        if is_worker(session.config):
+            if s.ran_hil:
+                session.config.workeroutput["thingkit_hil"] = {  # type: ignore[attr-defined]
+                    "meta": s.meta(),
+                    "components": s.components(),
+                }
+        elif s.outcomes:
+            s.final_components, meta = _target_facts(s)
+            outcomes = list(s.outcomes.values())  # in the order the tests ran
+            if s.from_workers:  # ... on several workers at once: by test id instead
+                outcomes.sort(key=lambda o: o.nodeid)
+            s.paths = rpt.write(s.report_dir, outcomes, s.final_components, meta)
     finally:
         s.close()
 
 
+def _target_facts(s: HilSession) -> tuple[dict[str, str], dict]:
+    """The board's components and the run's description: the workers' under xdist (each
+    made its own target; the controller makes none), else this process's."""
+    if not s.from_workers:
+        return s.components(), s.meta()
+    components: dict[str, str] = {}
+    for w in s.from_workers:
+        for k, v in w["components"].items():
+            components.setdefault(k, v)
+    mine = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.started)),
+        "duration": f"{time.time() - s.started:.1f} s",
+        "workers": str(len(s.from_workers)),
+    }
+    return components, {**s.from_workers[0]["meta"], **mine}
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     s = hil_session(config)
-    paths = getattr(s, "paths", None)
+    paths = s.paths
     if not paths:
         return
-    results = rpt.summarize(list(s.outcomes.values()), s.components())
+    results = rpt.summarize(list(s.outcomes.values()), s.final_components)
     c = rpt.counts(results)
     not_met = [r.id for r in results if r.status == rpt.NOT_MET]
     terminalreporter.write_sep("-", "thingkit HIL checklist")

@@ -48,7 +48,9 @@ class Outcome:
     duration: float = 0.0
     checklist: list[str] = field(default_factory=list)
     detail: str = ""  # skip reason, xfail reason or the failure's first line
-    artifacts: str = ""  # directory of the test's console logs and broker transcript
+    # directory of the test's console logs and broker transcript, relative to the report
+    # directory (where summary.* live, so it is also the link from the summary)
+    artifacts: str = ""
     target: str = ""
 
 
@@ -149,6 +151,7 @@ def _meta_lines(meta: dict) -> list[tuple[str, str]]:
         ("Host", "host"),
         ("Started", "started"),
         ("Duration", "duration"),
+        ("Workers", "workers"),
     ]
     return [(label, str(meta[k])) for label, k in keys if meta.get(k) not in (None, "")]
 
@@ -186,9 +189,9 @@ def render_markdown(results: list[ItemResult], outcomes: list[Outcome], meta: di
     for o in outcomes:
         detail = o.detail.replace("|", "\\|").replace("\n", " ")[:160]
         items = ", ".join(o.checklist)
+        link = f"[{o.artifacts}]({o.artifacts}/)" if o.artifacts else ""
         lines.append(
-            f"| `{o.nodeid}` | {o.outcome} | {o.duration:.1f} | {items} | {detail} | "
-            f"{o.artifacts} |"
+            f"| `{o.nodeid}` | {o.outcome} | {o.duration:.1f} | {items} | {detail} | {link} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -233,7 +236,7 @@ def render_html(results: list[ItemResult], outcomes: list[Outcome], meta: dict) 
     out.append("<th>items</th><th>detail</th><th>artifacts</th></tr>")
     for o in outcomes:
         row_cls = "met" if o.outcome == PASSED else "notmet" if o.outcome in BAD else "notrun"
-        link = f"<a href='{e(o.artifacts)}'>{e(o.artifacts)}</a>" if o.artifacts else ""
+        link = f"<a href='{e(o.artifacts)}/'>{e(o.artifacts)}</a>" if o.artifacts else ""
         out.append(
             f"<tr class='{row_cls}'><td><code>{e(o.nodeid)}</code></td><td>{e(o.outcome)}</td>"
             f"<td>{o.duration:.1f}</td><td>{e(', '.join(o.checklist))}</td>"

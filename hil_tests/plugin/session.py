@@ -80,8 +80,14 @@ class HilSession:
     options: TargetOptions
     _target: Target | None = None
     target_error: str | None = None
-    ran_hil: bool = False
+    ran_hil: bool = False  # this process collected HIL tests (and so made its target)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # Under pytest-xdist: what each worker that ran HIL tests said about its target
+    # ({"meta": ..., "components": ...}), gathered on the controller, which writes the
+    # one summary from the test reports the workers send it.
+    from_workers: list[dict] = field(default_factory=list)
+    paths: dict[str, Path] | None = None
+    final_components: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> HilSession:
@@ -136,6 +142,17 @@ class HilSession:
     def close(self) -> None:
         if self._target is not None:
             self._target.close()
+
+
+def is_worker(config: pytest.Config) -> bool:
+    """True in a pytest-xdist worker process (the controller writes the summary)."""
+    return hasattr(config, "workerinput")
+
+
+def is_distributed(config: pytest.Config) -> bool:
+    """True on a pytest-xdist controller that hands tests to workers (``-n N``)."""
+    n = getattr(config.option, "numprocesses", None)
+    return not is_worker(config) and n not in (None, 0) and config.option.dist != "no"
 
 
 def hil_session(config: pytest.Config) -> HilSession:

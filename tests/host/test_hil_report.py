@@ -76,17 +76,20 @@ def test_renderings_name_items_tests_and_artifacts(tmp_path) -> None:
             rpt.PASSED,
             2.5,
             ["hw.tls12"],
-            artifacts="reports/test_tls_negative__test_x-expired",
+            artifacts="test_tls_negative__test_x-expired",
         ),
         O("test_b.py::test_y", rpt.FAILED, "hw.cert_auth", detail="assert <1> | x"),
     ]
     paths = rpt.write(tmp_path, outcomes, COMPONENTS, {"target": "sim", "board": "sim"})
     md = paths["md"].read_text()
     assert "| `hw.tls12` | **MET** |" in md and "| `hw.cert_auth` | **NOT MET** |" in md
-    assert "`test_x[expired]` passed" in md and "reports/test_tls_negative__test_x-expired" in md
+    assert "`test_x[expired]` passed" in md
+    # links relative to the summary's own directory, where the artifacts are
+    assert "[test_tls_negative__test_x-expired](test_tls_negative__test_x-expired/)" in md
     assert "assert <1> \\| x" in md  # table cells stay cells
     html = paths["html"].read_text()
     assert "<code>hw.tls12</code>" in html and "assert &lt;1&gt;" in html
+    assert "<a href='test_tls_negative__test_x-expired/'>" in html
     doc = json.loads(paths["json"].read_text())
     assert doc["item_counts"]["met"] == 1 and doc["outcome_counts"] == {"passed": 1, "failed": 1}
     assert doc["components"] == COMPONENTS
@@ -242,17 +245,21 @@ def _props(tc: ET.Element) -> dict[str, str]:
 
 
 def test_sim_run_writes_junit_properties_artifacts_and_summary(tmp_path) -> None:
+    """Two pytest-xdist workers, each with its own bench and kit: one summary and one
+    JUnit XML cover both (the controller folds the workers' reports)."""
     done, junit, reports = run_hil(
         tmp_path,
         "hil_tests/test_tls_negative.py::test_control_valid_server_gets_mqtt_connect_over_tls12",
         "hil_tests/test_tls_negative.py::test_device_refuses_bad_server[expired]",
+        "-n",
+        "2",
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "thingkit HIL checklist" in done.stdout
     cases = _cases(junit)
     props = _props(cases["test_control_valid_server_gets_mqtt_connect_over_tls12"])
     assert props["checklist"] == "hw.tls12 hw.cert_auth" and props["hil_target"] == "sim"
-    art = tmp_path / props["artifacts"]  # relative to the report dir's parent
+    art = reports / props["artifacts"]  # relative to the report dir, as the summary links it
     assert any(p.name.startswith("console-hil-") for p in art.iterdir()), list(art.iterdir())
     assert (art / "broker.log").exists()
     summary = (reports / "summary.md").read_text()
@@ -260,6 +267,17 @@ def test_sim_run_writes_junit_properties_artifacts_and_summary(tmp_path) -> None
     assert "test_device_refuses_bad_server[expired]` passed" in summary
     doc = json.loads((reports / "summary.json").read_text())
     assert doc["board"] == "sim" and doc["outcome_counts"] == {"passed": 2}
+    assert doc["workers"] == "2" and doc["components"]
+    html = (reports / "summary.html").read_text()
+    for t in doc["tests"]:  # every link of the summary leads to the test's artifacts
+        assert f"<a href='{t['artifacts']}/'>" in html
+        assert (reports / t["artifacts"] / "broker.log").is_file()
+
+
+def test_serial_target_refuses_parallel_workers(tmp_path) -> None:
+    done, _, _ = run_hil(tmp_path, "hil_tests/test_tls_negative.py", "--target=serial", "-n", "2")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "drives one board at a time: run the HIL tests without -n" in done.stderr
 
 
 def test_serial_without_a_port_skips_every_test_with_the_reason(tmp_path) -> None:
@@ -272,6 +290,7 @@ def test_serial_without_a_port_skips_every_test_with_the_reason(tmp_path) -> Non
     assert {i["id"]: i["status"] for i in doc["items"]}["hw.tls12"] == "not run"
 
 
+@pytest.mark.slow
 def test_same_tests_on_the_serial_target_against_a_fake_board(tmp_path) -> None:
     """The serial target walks a board off -> flashed -> provisioned -> online with
     thingkit deploy (mpremote) and its console over socket://; tests run unchanged, and
