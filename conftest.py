@@ -3,8 +3,8 @@
 ``bash scripts/dev.sh test`` runs the suite on pytest-xdist workers with
 ``--dist loadgroup``: a worker takes the next test (or the next ``xdist_group``) from
 one queue when it is free. The run ends no earlier than its longest test started plus
-that test's time, so the queue starts with the longest tests and the many short ones
-fill the gaps. How long a test takes comes from ``tests/durations.json`` (written from
+that test's time, so the queue starts with the modules holding the longest tests and the
+many short ones fill the gaps; within a module the tests keep their order. How long a test takes comes from ``tests/durations.json`` (written from
 a run's JUnit XML by ``python -m benchmarks.slow_tests FILE --save-durations
 tests/durations.json``); a test not in it is ranked by its markers. Without ``-n`` the
 collection order is kept.
@@ -46,5 +46,13 @@ def expected_seconds(item: pytest.Item, known: dict[str, float]) -> float:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
         known = _known()
-        # Stable, so every worker gets the same order (xdist checks).
-        items.sort(key=lambda i: -expected_seconds(i, known))
+        # A module's tests keep their order and stay together: module-scoped fixtures (a
+        # bench, a kit, a page) carry state from one test to the next (seen: the remote
+        # view's tests failed when a power cut ran before "the kit is online"). Modules
+        # go longest test first. Stable, so every worker gets the same order (xdist checks).
+        first = {id(it): n for n, it in enumerate(items)}
+        longest: dict[str, float] = {}
+        for it in items:
+            mod = str(it.path)
+            longest[mod] = max(longest.get(mod, 0.0), expected_seconds(it, known))
+        items.sort(key=lambda i: (-longest[str(i.path)], str(i.path), first[id(i)]))

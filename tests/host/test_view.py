@@ -29,6 +29,9 @@ import pytest
 from host_tools.paths import REPO
 from host_tools.view.model import FleetModel, Series, disconnect_reason
 
+# One worker runs this module, in order: its tests share one bench, kit and view.
+pytestmark = pytest.mark.xdist_group("view")
+
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "reports" / "view"
@@ -138,7 +141,15 @@ def test_rollout_stages_and_target_version() -> None:
 
 def test_non_loopback_bind_without_token_is_refused_in_one_line(tmp_path: Path) -> None:
     p = subprocess.run(
-        [sys.executable, "-m", "host_tools.view", "--host", "0.0.0.0", "--bench-root", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "host_tools.view",
+            "--host",
+            "0.0.0.0",
+            "--bench-root",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

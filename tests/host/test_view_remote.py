@@ -34,6 +34,9 @@ from host_tools.paths import REPO
 from host_tools.view.model import FleetModel
 from host_tools.view.remote import NOT_HERE, view_topics
 
+# One worker runs this module, in order: its tests share one bench, kit and view.
+pytestmark = pytest.mark.xdist_group("view-remote")
+
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "reports" / "view"
@@ -361,7 +364,8 @@ def test_remote_page_lists_the_kit_online(page: object, rig: dict) -> None:
     note = page.inner_text("#unavailable-note")  # type: ignore[attr-defined]
     assert note.startswith(f"Refused connections: {NOT_HERE}")
     page.goto(rig["url"] + "#/rollouts")  # type: ignore[attr-defined]
-    assert f"Rollouts: {NOT_HERE}" in page.locator("#rollouts").inner_text(timeout=10_000)  # type: ignore[attr-defined]
+    # wait for the text: inner_text() returns whatever is there yet (seen: "")
+    page.locator("#rollouts", has_text=f"Rollouts: {NOT_HERE}").wait_for(timeout=10_000)  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow
@@ -457,6 +461,7 @@ def test_the_remote_view_follows_a_broker_restart(page: object, rig: dict) -> No
     """After the broker restarts, the view connects again, subscribes again and asks the
     shadows again: the kit powered on afterwards shows online without a reload."""
     bench, kit = rig["bench"], rig["kit"]
+    kit.power_off()  # off whatever ran before (a no-op after the power-cut test)
     page.goto(rig["url"])  # type: ignore[attr-defined]
     page.locator(f'tr[data-thing="{THING}"][data-online="false"]').wait_for(timeout=15_000)  # type: ignore[attr-defined]
     page.evaluate("window.__noReload = 1")  # type: ignore[attr-defined]
