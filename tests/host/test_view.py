@@ -213,7 +213,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("view")
     bench = Bench(tmp / "bench")
     bench.up()
-    kit = create_sim_kit(bench, tmp / "kits", THING, telemetry_interval_s=2)
+    try:  # a kit that cannot be made must not leave the bench running
+        kit = create_sim_kit(bench, tmp / "kits", THING, telemetry_interval_s=2)
+    except BaseException:
+        bench.down()
+        raise
     obs = Observer(bench)
     proc = None
     try:

@@ -218,8 +218,12 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     elsewhere = tmp / "elsewhere"  # the "cloud": a bench of its own, with its kit
     bench = Bench(elsewhere / "bench")
     bench.up()
-    kit = create_sim_kit(bench, elsewhere / "kits", THING, telemetry_interval_s=2)
-    dev = DeviceSession.create(bench, FAKE, elsewhere)
+    try:  # nothing made must leave the bench running
+        kit = create_sim_kit(bench, elsewhere / "kits", THING, telemetry_interval_s=2)
+        dev = DeviceSession.create(bench, FAKE, elsewhere)
+    except BaseException:
+        bench.down()
+        raise
     # What an operator is handed: an endpoint, a certificate, a key and a CA file.
     op = tmp / "operator"
     op.mkdir()
