@@ -178,20 +178,22 @@ class Bench:
 
     # -- lifecycle -------------------------------------------------------------
     def up(
-        self, port: int | None = None, ntp_port: int | None = None, timeout: float = 15.0
+        self, port: int | None = None, ntp_port: int | None = None, timeout: float = 60.0
     ) -> dict:
         """Start whatever part of the bench is not running; return its state."""
         return self.start(port, ntp_port, timeout).state
 
     def start(
-        self, port: int | None = None, ntp_port: int | None = None, timeout: float = 15.0
+        self, port: int | None = None, ntp_port: int | None = None, timeout: float = 60.0
     ) -> UpReport:
         """Start the parts of the bench that are not running, on its saved ports.
 
         The first start picks free ports and saves them; later starts reuse them (or
         ``port``/``ntp_port`` if given, which are then saved). A part that runs is left
         alone. If interrupted or failing, the parts this call started are stopped again
-        (listed in ``rolled_back``) and the others left as they were.
+        (listed in ``rolled_back``) and the others left as they were. ``timeout`` bounds
+        the wait for each part to say it is ready; the wait ends as soon as it is (60 s:
+        on a loaded machine the services process once took over 15 s to import).
 
         Raises:
             UserError: a saved port is taken by another process, a process did not
@@ -372,7 +374,7 @@ class Bench:
             "things": sorted(self.things()),
         }
 
-    def restart_broker(self, timeout: float = 15.0) -> None:
+    def restart_broker(self, timeout: float = 60.0) -> None:
         """Stop and start mosquitto on the same port; return once the services are back."""
         self._stop("broker")
         self._start_broker(timeout, wait_services=not self.health()["services"])
