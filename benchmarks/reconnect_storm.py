@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -161,7 +162,13 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the fleet and the bench are stopped (finally blocks)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (``timeout``, a CI job's end) stops its kits too; it once left 200 running.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--base-ms", type=int, help="backoff base (default: count / 12 per s)")
@@ -246,4 +253,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("reconnect_storm: stopped; its kits and bench were stopped", flush=True)
+        raise SystemExit(130) from None
