@@ -64,18 +64,34 @@ def main(argv: list[str] | None = None) -> int:
     cert_rotation.attach(client, layout, args.topic_prefix, log)
     client.reconnect_delay_set(min_delay=1, max_delay=1)
     prev = client.on_connect
-    last_sub = {"mid": None}
+    last_sub: dict = {"mid": None}
+    acked: set[int] = set()
+    lock = threading.Lock()
+
+    def ready() -> None:
+        log.info("services ready (broker %d, ntp %d)", args.port, ntp.port)
+        (layout.root / "services.ready").write_text("ready\n")
 
     def on_connect(c, userdata, flags, rc, props):
         if prev is not None:
             prev(c, userdata, flags, rc, props)
         # Subscribed last: its SUBACK means every subscription before it is in place.
-        last_sub["mid"] = rules.attach(c, engine, args.topic_prefix)
+        # The first on_connect runs in the main thread (clients.connect) while paho's
+        # thread reads SUBACKs: the SUBACK may come before its mid is known here (seen:
+        # a bench whose services never said ready under load).
+        mid = rules.attach(c, engine, args.topic_prefix)
+        with lock:
+            last_sub["mid"] = mid
+            done = mid in acked
+        if done:
+            ready()
 
     def on_subscribe(c, userdata, mid, reason_codes, props):
-        if mid == last_sub["mid"]:
-            log.info("services ready (broker %d, ntp %d)", args.port, ntp.port)
-            (layout.root / "services.ready").write_text("ready\n")
+        with lock:
+            acked.add(mid)
+            done = mid == last_sub["mid"]
+        if done:
+            ready()
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
